@@ -1,0 +1,3 @@
+"""Cluster gateway: a Kubernetes aggregated apiserver that proxies requests to many clusters."""
+
+__all__: list[str] = []

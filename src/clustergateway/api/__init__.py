@@ -1,0 +1,3 @@
+"""API types of ``cluster.core.oam.dev``: JSON shapes, Tables, discovery and OpenAPI documents."""
+
+__all__: list[str] = []
