@@ -16,7 +16,8 @@ What it does, in order:
    (the same patch Twisted's own WebSocket server applies) and keeps the
    original ``connectionLost`` so the request's ``notifyFinish`` still fires;
 4. hands over the bytes the client sent after the head (parked by the channel
-   in ``_dataBuffer`` while the request was being handled) and resumes reading,
+   in ``_dataBuffer`` while the request was being handled, or still in its line
+   buffer when the takeover happens inside ``render``) and resumes reading,
    which the channel may have paused after 16 KiB of such bytes.
 """
 
@@ -77,6 +78,10 @@ def take_over(request: Request, protocol: IProtocol, head: bytes) -> ITransport:
             original_lost(reason)
 
     channel.dataReceived = protocol.dataReceived
+    # When the takeover happens inside render(), the channel's line parser may
+    # still hold bytes of the packet that carried the head; it delivers them
+    # through rawDataReceived once render() returns.
+    channel.rawDataReceived = protocol.dataReceived
     channel.connectionLost = connection_lost
     # The HTTP idle timer is off while a request is handled; make sure it stays
     # off for the life of the upgraded stream.
