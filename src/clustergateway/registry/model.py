@@ -44,7 +44,8 @@ class EndpointSpec:
     address: str = ""
     ca_bundle: bytes | None = None
     insecure: bool = False
-    proxy_url: str | None = None
+    #: May carry proxy credentials (``http://user:pass@host``): kept out of reprs.
+    proxy_url: str | None = attrs.field(default=None, repr=False)
     tls_server_name: str | None = None
 
 
@@ -102,6 +103,8 @@ class RegistryEntry:
     secret: Mapping[str, Any] = attrs.field(hash=False, repr=False)
     gateway: ClusterGateway | None = None
     error: str | None = None
+    #: The registry's ``resource_version`` at which this entry last changed.
+    resource_version: int = 0
 
 
 RegistryEvent = Literal["ADDED", "MODIFIED", "DELETED"]

@@ -1,0 +1,94 @@
+"""Feature gates (``--feature-gates``): the four gates of the Go gateway.
+
+Parsing follows ``k8s.io/component-base/featuregate``: ``A=true,B=false``,
+spaces around items ignored, empty items (a trailing comma) skipped, values
+parsed like Go's ``strconv.ParseBool``.  An unknown gate or a bad value is an
+error that names it, so the start stops with one line saying which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = ["FeatureGateError", "FeatureGates", "GATE_NAMES", "parse_go_bool"]
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+#: Gate name → attribute of :class:`FeatureGates`.
+GATE_NAMES: Mapping[str, str] = {
+    "HealthinessCheck": "healthiness_check",
+    "SecretCache": "secret_cache",
+    "ClientIdentityPenetration": "client_identity_penetration",
+    "OCMClusterCache": "ocm_cluster_cache",
+}
+
+
+class FeatureGateError(ValueError):
+    """A ``--feature-gates`` value that cannot be applied; the message names the item."""
+
+
+def parse_go_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool``: the exact spellings it accepts, else ``ValueError``.
+
+    Used for the gate values and for the ``healthy`` status annotation, so a
+    Secret that the Go gateway accepts is accepted here too.
+    """
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean {text!r}")
+
+
+@attrs.frozen
+class FeatureGates:
+    """The gates and their Go defaults (Alpha gates off, Beta gates on).
+
+    - ``HealthinessCheck``: fill ``status`` from the Secret's health annotations.
+    - ``SecretCache``: kept for compatibility; the registry always caches.
+    - ``ClientIdentityPenetration``: parse the per-cluster proxy-config annotation.
+    - ``OCMClusterCache``: watch OCM ManagedClusters when the hub serves them.
+    """
+
+    healthiness_check: bool = False
+    secret_cache: bool = True
+    client_identity_penetration: bool = False
+    ocm_cluster_cache: bool = True
+
+    @classmethod
+    def parse(cls, text: str, base: FeatureGates | None = None) -> FeatureGates:
+        """Apply ``text`` (``A=true,B=false,``) on top of ``base`` (default: the defaults).
+
+        Raises :class:`FeatureGateError` naming the offending item.
+        """
+        changes: dict[str, bool] = {}
+        for raw in text.split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep:
+                raise FeatureGateError(f"missing bool value for feature gate {name}")
+            attribute = GATE_NAMES.get(name)
+            if attribute is None:
+                known = ", ".join(sorted(GATE_NAMES))
+                raise FeatureGateError(f"unrecognized feature gate: {name} (known: {known})")
+            try:
+                changes[attribute] = parse_go_bool(value)
+            except ValueError:
+                raise FeatureGateError(
+                    f"invalid value of feature gate {name}={value}: want true or false"
+                ) from None
+        return attrs.evolve(base or cls(), **changes)
+
+    def enabled(self, name: str) -> bool:
+        """The state of gate ``name`` (its Go spelling); ``KeyError`` if unknown."""
+        return bool(getattr(self, GATE_NAMES[name]))
+
+    def as_dict(self) -> dict[str, bool]:
+        """Gate name → state, e.g. for a startup log line."""
+        return {name: bool(getattr(self, attribute)) for name, attribute in GATE_NAMES.items()}
