@@ -1,0 +1,225 @@
+"""The resource types the simulated cluster serves, and how requests name them.
+
+A :class:`ResourceType` is the static description discovery publishes and the
+store keys objects by; :class:`ResourceTypes` resolves the many ways a caller
+names one (``configmaps``, ``ConfigMap``, ``v1/ConfigMap``,
+``managedclusters.cluster.open-cluster-management.io``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+__all__ = [
+    "CRUD_VERBS",
+    "DEFAULT_TYPES",
+    "ResourceType",
+    "ResourceTypes",
+    "Subresource",
+]
+
+CRUD_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@attrs.frozen
+class Subresource:
+    """A subresource as discovery lists it (``pods/exec``)."""
+
+    name: str
+    kind: str
+    verbs: tuple[str, ...]
+    group: str = ""
+    version: str = "v1"
+
+
+@attrs.frozen
+class ResourceType:
+    """One served resource: where it lives in the URL space and what it supports."""
+
+    group: str
+    version: str
+    resource: str
+    kind: str
+    namespaced: bool
+    verbs: tuple[str, ...] = CRUD_VERBS
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[Subresource, ...] = ()
+    #: Fields a fieldSelector may use besides metadata.name / metadata.namespace.
+    selectable_fields: tuple[str, ...] = ()
+    #: Served from the object store (False: a create-only review API).
+    stored: bool = True
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_resource(self) -> str:
+        """``configmaps`` or ``managedclusters.cluster.open-cluster-management.io``."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+    def subresource(self, name: str) -> Subresource | None:
+        return next((s for s in self.subresources if s.name == name), None)
+
+
+@attrs.frozen
+class ResourceTypes:
+    """An immutable set of resource types with lookups by the names callers use."""
+
+    types: tuple[ResourceType, ...]
+
+    def __iter__(self) -> Iterator[ResourceType]:
+        return iter(self.types)
+
+    def find(self, group: str, version: str, resource: str) -> ResourceType | None:
+        """The type served at ``/apis/<group>/<version>/<resource>``."""
+        for t in self.types:
+            if t.group == group and t.version == version and t.resource == resource:
+                return t
+        return None
+
+    def for_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        """The type whose objects carry ``apiVersion``/``kind``."""
+        for t in self.types:
+            if t.api_version == api_version and t.kind == kind:
+                return t
+        return None
+
+    def resolve(self, name: str) -> ResourceType:
+        """Resolve ``configmaps``, ``ConfigMap``, ``v1/ConfigMap``, ``cm`` or ``res.group``."""
+        if "/" in name:
+            api_version, _, kind = name.rpartition("/")
+            found = self.for_kind(api_version, kind)
+            if found:
+                return found
+        for t in self.types:
+            if name in (t.resource, t.kind, t.singular, t.group_resource, *t.short_names):
+                return t
+        raise KeyError(f"unknown resource type {name!r}")
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """``[(group, [versions])]`` in first-seen order; the core group is ``""``."""
+        seen: dict[str, list[str]] = {}
+        for t in self.types:
+            versions = seen.setdefault(t.group, [])
+            if t.version not in versions:
+                versions.append(t.version)
+        return list(seen.items())
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceType]:
+        return [t for t in self.types if t.group == group and t.version == version]
+
+    def with_types(self, extra: Iterable[ResourceType]) -> ResourceTypes:
+        return ResourceTypes((*self.types, *extra))
+
+
+def _core(name: str, kind: str, verbs: tuple[str, ...] = ("get", "patch", "update")) -> Subresource:
+    return Subresource(name, kind, verbs)
+
+
+_POD_SUBRESOURCES = (
+    _core("attach", "PodAttachOptions", ("create", "get")),
+    _core("binding", "Binding", ("create",)),
+    _core("ephemeralcontainers", "Pod"),
+    _core("eviction", "Eviction", ("create",)),
+    _core("exec", "PodExecOptions", ("create", "get")),
+    _core("log", "Pod", ("get",)),
+    _core("portforward", "PodPortForwardOptions", ("create", "get")),
+    _core("proxy", "PodProxyOptions", ("create", "delete", "get", "patch", "update")),
+    _core("status", "Pod"),
+)
+
+_OCM = "cluster.open-cluster-management.io"
+
+DEFAULT_TYPES = ResourceTypes(
+    (
+        ResourceType(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            namespaced=False,
+            verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+            short_names=("ns",),
+            subresources=(
+                _core("finalize", "Namespace", ("update",)),
+                _core("status", "Namespace"),
+            ),
+            selectable_fields=("status.phase",),
+        ),
+        ResourceType("", "v1", "configmaps", "ConfigMap", namespaced=True, short_names=("cm",)),
+        ResourceType("", "v1", "secrets", "Secret", namespaced=True, selectable_fields=("type",)),
+        ResourceType(
+            "",
+            "v1",
+            "pods",
+            "Pod",
+            namespaced=True,
+            short_names=("po",),
+            categories=("all",),
+            subresources=_POD_SUBRESOURCES,
+            selectable_fields=(
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "status.phase",
+                "status.podIP",
+            ),
+        ),
+        ResourceType(
+            _OCM,
+            "v1",
+            "managedclusters",
+            "ManagedCluster",
+            namespaced=False,
+            short_names=("mcl", "mcls"),
+            subresources=(
+                Subresource("status", "ManagedCluster", ("get", "patch", "update"), _OCM),
+            ),
+        ),
+        ResourceType(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            namespaced=False,
+            verbs=("create",),
+            stored=False,
+        ),
+        ResourceType(
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "TokenReview",
+            namespaced=False,
+            verbs=("create",),
+            stored=False,
+        ),
+        ResourceType(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            namespaced=False,
+            verbs=("create",),
+            stored=False,
+        ),
+        ResourceType(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            namespaced=False,
+            verbs=("create",),
+            stored=False,
+        ),
+    )
+)
