@@ -384,6 +384,13 @@ def twistd_observer() -> FilteringLogObserver:
     return gateway_observer()
 
 
+def _gate_user(request: Request) -> str | None:
+    # The serving layer's Gate stores the authenticated UserInfo on the request.
+    user = getattr(request, "gateway_user", None)
+    name = getattr(user, "name", None)
+    return name if isinstance(name, str) else None
+
+
 _ACCESS_FORMAT = "{method} {path} {code} {bytes} {duration}s user={user} cluster={cluster}"
 _ACCESS_FORMAT_NO_DURATION = "{method} {path} {code} {bytes} - user={user} cluster={cluster}"
 
@@ -403,7 +410,8 @@ class AccessLog:
     access_log.log_request``): disabled, it returns at once, so twisted.web's
     default access line (a formatted string per request to the global log)
     never runs.  Layers that know more call :meth:`note` on the request (the
-    serving layer: start time and user; the proxy: cluster).  An upgraded
+    serving layer: start time and user; the proxy: cluster); without a noted
+    user, the ``gateway_user`` the serving layer's Gate sets is used.  An upgraded
     request never finishes, so the proxy calls :meth:`log_request` itself
     when the session ends, with the code it relayed.
     """
@@ -456,7 +464,7 @@ class AccessLog:
             code=request.code if code is None else code,
             bytes=getattr(request, "sentLength", 0) if sent_bytes is None else sent_bytes,
             duration=duration,
-            user=note.user if note is not None else None,
+            user=note.user if note is not None and note.user else _gate_user(request),
             cluster=note.cluster if note is not None else None,
             remote=getattr(client, "host", None),
         )

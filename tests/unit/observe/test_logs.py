@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
+from clustergateway.auth.user import UserInfo
 from clustergateway.observe.logs import (
     REDACTED,
     AccessLog,
@@ -265,18 +266,20 @@ def test_access_log_line() -> None:
 
 
 def test_access_log_for_an_upgrade() -> None:
-    """An upgrade (never finished by Twisted) is logged by the proxy with the relayed code."""
+    """An upgrade (never finished by Twisted) is logged by the proxy with the relayed code;
+    the user comes from the Gate's ``gateway_user`` when nobody noted one."""
     events: list[dict[str, Any]] = []
     access = AccessLog(enabled=True, log=Logger(observer=events.append))
     request = Request(DummyChannel())
     request.method = b"POST"
     request.uri = b"/x/proxy/api/v1/namespaces/n/pods/p/exec?command=sh"
+    request.gateway_user = UserInfo("bob")  # what the serving layer's Gate sets
     access.log_request(request, code=101, sent_bytes=4096)
     (event,) = events
     assert (event["code"], event["bytes"], event["user"], event["cluster"]) == (
         101,
         4096,
-        None,
+        "bob",
         None,
     )
 
@@ -306,3 +309,14 @@ def test_access_log_replaces_site_log(enabled: bool) -> None:
     else:
         assert events == []
     channel.connectionLost(None)
+
+
+def test_twistd_logger_factory_gives_a_new_style_observer() -> None:
+    """``twistd --logger=clustergateway.observe.logs.twistd_observer`` needs an ILogObserver."""
+    from twisted.logger import ILogObserver
+    from zope.interface.verify import verifyObject
+
+    from clustergateway.observe.logs import RedactingObserver, twistd_observer
+
+    assert verifyObject(ILogObserver, twistd_observer())
+    assert verifyObject(ILogObserver, RedactingObserver(lambda event: None))
