@@ -16,7 +16,7 @@ This module is a pure port of it, used twice:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import attrs
 
@@ -146,11 +146,15 @@ def parse_request_info(
 
 
 def target_request_info(method: str, subpath: str, query_string: str = "") -> RequestInfo:
-    """Request info of a proxy target: ``subpath`` is the path after ``…/proxy``.
+    """Request info of a proxy target: ``subpath`` is the raw path after ``…/proxy``.
 
-    ``query_string`` is the raw query as forwarded (``__dryRun`` and the like
-    do not affect the verb).  An empty sub-path is the cluster's ``/``.
+    ``subpath`` is still percent-encoded; it is decoded first, as Go's
+    ``URL.Path`` is, so ``%2F`` separates segments exactly as the cluster
+    will see it.  ``query_string`` is the raw query as forwarded
+    (``__dryRun`` and the like do not affect the verb).  An empty sub-path
+    is the cluster's ``/``.
     """
+    subpath = unquote(subpath)
     path = "/" + subpath.lstrip("/") if subpath else "/"
     query = parse_qs(query_string, keep_blank_values=True)
     return parse_request_info(method, path, query)

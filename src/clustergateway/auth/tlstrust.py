@@ -22,7 +22,7 @@ import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions
+from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -41,13 +41,19 @@ def server_options(
         key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
     except (ValueError, crypto.Error) as exc:
         raise ValueError(f"cannot load the serving certificate or key: {exc}") from None
+    if not chain:
+        raise ValueError("cannot load the serving certificate: no certificate in it")
     leaf, *extra = (crypto.X509.from_cryptography(c) for c in chain)
+    common = {
+        "privateKey": key,
+        "certificate": leaf,
+        "extraCertChain": extra,
+        "raiseMinimumTo": TLSVersion.TLSv1_2,
+    }
     if not trust:
-        return CertificateOptions(privateKey=key, certificate=leaf, extraCertChain=extra)
+        return CertificateOptions(**common)
     return CertificateOptions(
-        privateKey=key,
-        certificate=leaf,
-        extraCertChain=extra,
+        **common,
         verify=True,
         caCerts=[crypto.X509.from_cryptography(c) for c in trust],
         requireCertificate=False,

@@ -398,3 +398,11 @@ def test_gateway_own_proxy_path() -> None:
         "c1",
         "get",
     )
+
+
+def test_subpath_is_percent_decoded_like_go_url_path() -> None:
+    """The raw sub-path is decoded before parsing, as kube-apiserver sees URL.Path."""
+    info = target_request_info("GET", "/api/v1/namespaces/a%2Fb/pods/p%20q", "")
+    assert (info.namespace, info.resource, info.name) == ("a", "b", "pods")
+    info = target_request_info("GET", "/api/v1/namespaces/d/pods/p%20q", "")
+    assert info.name == "p q"
