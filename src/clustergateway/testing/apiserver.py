@@ -32,6 +32,7 @@ from clustergateway.errors import (
     NotFound,
     StatusError,
     Unauthorized,
+    UnprocessableEntity,
     render_status,
 )
 from clustergateway.testing import discovery, hubapis, openapi
@@ -39,12 +40,18 @@ from clustergateway.testing.http import SimRequest
 from clustergateway.testing.kinds import ResourceType
 from clustergateway.testing.media import Representation, choose_representation
 from clustergateway.testing.patches import (
+    MalformedPatch,
     PatchError,
     apply_json_patch,
     apply_merge_patch,
     apply_strategic_merge_patch,
 )
-from clustergateway.testing.protobuf import PROTOBUF, ProtobufError, decode_object
+from clustergateway.testing.protobuf import (
+    PROTOBUF,
+    ProtobufError,
+    UnsupportedProtobufKind,
+    decode_object,
+)
 from clustergateway.testing.requestinfo import RequestInfo, parse_request_info
 from clustergateway.testing.selectors import (
     SelectorError,
@@ -201,8 +208,10 @@ class _Call:
         if content_type == PROTOBUF:
             try:
                 return decode_object(self.body)
-            except ProtobufError as e:
+            except UnsupportedProtobufKind as e:
                 raise UnsupportedMediaType(str(e)) from e
+            except ProtobufError as e:
+                raise BadRequest(f"the request body is not a valid protobuf object: {e}") from e
         try:
             if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
                 return yaml.safe_load(self.body)
@@ -469,6 +478,11 @@ class ApiResource(Resource):
                 f"the server does not allow this method on the requested resource"
                 f" ({verb} {rtype.group_resource})"
             )
+        if not info.name and verb in ("update", "patch"):
+            raise MethodNotAllowed(
+                f"the server does not allow this method on the requested resource"
+                f" ({verb} of a {rtype.resource} collection)"
+            )
         if rtype.namespaced and not info.namespace and verb in ("create", "deletecollection"):
             raise MethodNotAllowed(
                 f"{verb} of namespaced {rtype.resource} needs a namespace in the path"
@@ -641,7 +655,12 @@ class ApiResource(Resource):
                     f" include: application/json-patch+json, application/merge-patch+json,"
                     f' application/strategic-merge-patch+json (got "{content_type}")'
                 )
+        except MalformedPatch as e:
+            raise BadRequest(f"the patch is malformed: {e}") from e
         except PatchError as e:
+            if content_type == "application/json-patch+json":
+                # kube-apiserver: a JSON patch that does not apply is 422.
+                raise UnprocessableEntity(f"the patch could not be applied: {e}") from e
             raise BadRequest(f"the patch could not be applied: {e}") from e
         if not isinstance(result, dict):
             raise BadRequest("the patched object is not a JSON object")

@@ -17,6 +17,7 @@ import copy
 from typing import Any
 
 __all__ = [
+    "MalformedPatch",
     "PatchError",
     "apply_json_patch",
     "apply_merge_patch",
@@ -26,6 +27,10 @@ __all__ = [
 
 class PatchError(ValueError):
     """A patch that cannot be applied to the object."""
+
+
+class MalformedPatch(PatchError):
+    """A patch document that is not a patch at all (bad shape, unknown operation)."""
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
@@ -180,22 +185,22 @@ def _remove(doc: Any, tokens: list[str]) -> tuple[Any, Any]:
 def apply_json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902 operations ``add``, ``remove``, ``replace``, ``move``, ``copy``, ``test``."""
     if not isinstance(operations, list):
-        raise PatchError("a JSON patch must be a list of operations")
+        raise MalformedPatch("a JSON patch must be a list of operations")
     doc = copy.deepcopy(target)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise PatchError("each JSON patch operation needs 'op' and 'path'")
+            raise MalformedPatch("each JSON patch operation needs 'op' and 'path'")
         kind = op["op"]
         tokens = _pointer(op["path"])
         if kind == "add":
             if "value" not in op:
-                raise PatchError("'add' needs a 'value'")
+                raise MalformedPatch("'add' needs a 'value'")
             doc = _add(doc, tokens, op["value"])
         elif kind == "remove":
             doc, _ = _remove(doc, tokens)
         elif kind == "replace":
             if "value" not in op:
-                raise PatchError("'replace' needs a 'value'")
+                raise MalformedPatch("'replace' needs a 'value'")
             doc, _ = _remove(doc, tokens)
             doc = _add(doc, tokens, op["value"])
         elif kind in ("move", "copy"):
@@ -209,5 +214,5 @@ def apply_json_patch(target: Any, operations: Any) -> Any:
             if _walk(doc, tokens) != op.get("value"):
                 raise PatchError(f"test operation failed at {op['path']!r}")
         else:
-            raise PatchError(f"unknown JSON patch operation {kind!r}")
+            raise MalformedPatch(f"unknown JSON patch operation {kind!r}")
     return doc

@@ -17,14 +17,18 @@ import base64
 import datetime
 from typing import Any
 
-__all__ = ["PROTOBUF", "ProtobufError", "decode_object"]
+__all__ = ["PROTOBUF", "ProtobufError", "UnsupportedProtobufKind", "decode_object"]
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _MAGIC = b"k8s\x00"
 
 
 class ProtobufError(ValueError):
-    """A body that is not a Kubernetes protobuf object this module understands."""
+    """A body that is not a well-formed Kubernetes protobuf object."""
+
+
+class UnsupportedProtobufKind(ProtobufError):
+    """A well-formed envelope around a kind this module has no schema for."""
 
 
 # field number -> (JSON name, type).  Types: "string", "bytes", "bool", "int",
@@ -287,7 +291,9 @@ def decode_object(body: bytes) -> dict[str, Any]:
     type_meta = envelope.get("typeMeta") or {}
     kind = type_meta.get("kind", "")
     if kind not in KINDS:
-        raise ProtobufError(f"protobuf bodies of kind {kind!r} are not supported; send JSON")
+        raise UnsupportedProtobufKind(
+            f"protobuf bodies of kind {kind!r} are not supported; send JSON"
+        )
     raw = base64.b64decode(envelope.get("raw", ""))
     try:
         obj = decode_message(kind, raw)

@@ -328,8 +328,11 @@ class SimulatedCluster:
         listening, self._listening = self._listening, None
         site, self._site = self._site, None
         for stream in list(self.watches):
-            stream._stop()
+            stream.abandon()
         self.watches.clear()
+        close_streams = getattr(self._streams, "close_all", None)
+        if close_streams is not None:
+            close_streams()
         if site is not None:
             site.drop_connections()
             site.detach()

@@ -199,6 +199,11 @@ class WatchStream:
         if not self.request.finished and not getattr(self.request, "_disconnected", False):
             self.request.finish()
 
+    def abandon(self) -> None:
+        """Stop feeding the stream without ending it (the connection is being dropped)."""
+        if not self._closed:
+            self._stop()
+
     def _stop(self) -> None:
         self._closed = True
         if self._subscription is not None:
