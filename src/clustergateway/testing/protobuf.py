@@ -235,9 +235,12 @@ def _signed(value: int) -> int:
 
 
 def _scalar(kind: str, wire: int, value: Any) -> Any:
+    if kind in ("bool", "int"):
+        if wire != 0:
+            raise ProtobufError(f"expected a varint for a {kind} field")
+    elif wire != 2:
+        raise ProtobufError(f"expected a length-delimited {kind} field")
     if kind == "string":
-        if wire != 2:
-            raise ProtobufError("expected a string")
         return value.decode("utf-8")
     if kind == "bytes":
         return base64.b64encode(value).decode()
@@ -249,7 +252,10 @@ def _scalar(kind: str, wire: int, value: Any) -> Any:
         seconds = decode_message("Time", value).get("seconds", 0)
         if not seconds:
             return None
-        moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+        try:
+            moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+        except (OverflowError, OSError, ValueError) as e:
+            raise ProtobufError(f"timestamp out of range: {seconds}") from e
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     if kind == "extra":
         return decode_message("ExtraValue", value).get("items", [])
@@ -269,9 +275,12 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
         if kind.startswith("[]"):
             result.setdefault(json_name, []).append(_scalar(kind[2:], wire, value))
         elif kind.startswith("{}"):
-            entry = {n: v for n, _, v in _fields(value)}
-            key = entry.get(1, b"").decode("utf-8")
-            result.setdefault(json_name, {})[key] = _scalar(kind[2:], 2, entry.get(2, b""))
+            if wire != 2:
+                raise ProtobufError(f"expected a map entry for {json_name}")
+            entry = {n: (w, v) for n, w, v in _fields(value)}
+            key = _scalar("string", *entry.get(1, (2, b"")))
+            value_wire, raw_value = entry.get(2, (2, b""))
+            result.setdefault(json_name, {})[key] = _scalar(kind[2:], value_wire, raw_value)
         else:
             scalar = _scalar(kind, wire, value)
             # gogo-protobuf writes every optional field; JSON omits empty ones.
@@ -286,7 +295,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
         raise ProtobufError("the body does not start with the Kubernetes protobuf magic")
     try:
         envelope = decode_message("Unknown", body[len(_MAGIC) :])
-    except (ProtobufError, UnicodeDecodeError) as e:
+    except (ProtobufError, UnicodeDecodeError, ValueError) as e:
         raise ProtobufError(f"malformed protobuf envelope: {e}") from e
     type_meta = envelope.get("typeMeta") or {}
     kind = type_meta.get("kind", "")
@@ -297,6 +306,6 @@ def decode_object(body: bytes) -> dict[str, Any]:
     raw = base64.b64decode(envelope.get("raw", ""))
     try:
         obj = decode_message(kind, raw)
-    except (ProtobufError, UnicodeDecodeError) as e:
+    except (ProtobufError, UnicodeDecodeError, ValueError) as e:
         raise ProtobufError(f"malformed protobuf {kind}: {e}") from e
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
