@@ -165,3 +165,21 @@ async def test_table_watch_for_kubectl(sim):
     assert table["kind"] == "Table"
     assert table["rows"][0]["cells"][:3] == ["tabled", "1/1", "Running"]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_without_timeout_stays_open(sim):
+    """timeoutSeconds=0 (client-go's "server default") and no timeout keep the watch open
+    with no timer; only the server going away ends it."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    path = "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=0"
+    open_watch = deferToThread(raw_exchange, sim, authorized_request(sim, "GET", path))
+    await _until_watching(sim)
+    (stream,) = sim.watches
+    assert stream._timeout is None
+    await deferLater(reactor, 0.3, lambda: None)
+    assert not open_watch.called
+    await sim.stop()
+    await open_watch

@@ -487,24 +487,20 @@ class ApiResource(Resource):
             raise MethodNotAllowed(
                 f"{verb} of namespaced {rtype.resource} needs a namespace in the path"
             )
-        if verb == "get":
-            self._get(call, info, rtype)
-        elif verb == "list":
-            self._list(call, info, rtype)
-        elif verb == "watch":
-            self._watch(call, info, rtype)
-        elif verb == "create":
-            self._create(call, info, rtype)
-        elif verb == "update":
-            self._update(call, info, rtype)
-        elif verb == "patch":
-            self._patch(call, info, rtype)
-        elif verb == "delete":
-            self._delete(call, info, rtype)
-        elif verb == "deletecollection":
-            self._delete_collection(call, info, rtype)
-        else:
+        handlers: dict[str, Callable[[_Call, RequestInfo, ResourceType], None]] = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._delete_collection,
+        }
+        handler = handlers.get(verb)
+        if handler is None:
             raise MethodNotAllowed(f"{call.method} is not supported")
+        handler(call, info, rtype)
 
     def _representation(self, call: _Call) -> Representation:
         representation = choose_representation(call.header("accept"))
@@ -606,7 +602,8 @@ class ApiResource(Resource):
             resource_version=_last(call.query, "resourceVersion"),
             send_initial_events=_bool_param(call.query, "sendInitialEvents"),
             allow_bookmarks=bool(_bool_param(call.query, "allowWatchBookmarks")),
-            timeout_seconds=float(timeout) if timeout is not None else None,
+            # kube-apiserver reads 0 (and absence) as "its own default"; ours is forever.
+            timeout_seconds=float(timeout) if timeout and timeout > 0 else None,
         )
         if options.send_initial_events and not options.allow_bookmarks:
             raise BadRequest("sendInitialEvents requires setting allowWatchBookmarks to true")

@@ -124,6 +124,13 @@ def _core(name: str, kind: str, verbs: tuple[str, ...] = ("get", "patch", "updat
     return Subresource(name, kind, verbs)
 
 
+def _review(group: str, resource: str, kind: str) -> ResourceType:
+    """A create-only, cluster-scoped review API (answered, never stored)."""
+    return ResourceType(
+        group, "v1", resource, kind, namespaced=False, verbs=("create",), stored=False
+    )
+
+
 _POD_SUBRESOURCES = (
     _core("attach", "PodAttachOptions", ("create", "get")),
     _core("binding", "Binding", ("create",)),
@@ -185,41 +192,9 @@ DEFAULT_TYPES = ResourceTypes(
                 Subresource("status", "ManagedCluster", ("get", "patch", "update"), _OCM),
             ),
         ),
-        ResourceType(
-            "authentication.k8s.io",
-            "v1",
-            "selfsubjectreviews",
-            "SelfSubjectReview",
-            namespaced=False,
-            verbs=("create",),
-            stored=False,
-        ),
-        ResourceType(
-            "authentication.k8s.io",
-            "v1",
-            "tokenreviews",
-            "TokenReview",
-            namespaced=False,
-            verbs=("create",),
-            stored=False,
-        ),
-        ResourceType(
-            "authorization.k8s.io",
-            "v1",
-            "selfsubjectaccessreviews",
-            "SelfSubjectAccessReview",
-            namespaced=False,
-            verbs=("create",),
-            stored=False,
-        ),
-        ResourceType(
-            "authorization.k8s.io",
-            "v1",
-            "subjectaccessreviews",
-            "SubjectAccessReview",
-            namespaced=False,
-            verbs=("create",),
-            stored=False,
-        ),
+        _review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
+        _review("authentication.k8s.io", "tokenreviews", "TokenReview"),
+        _review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        _review("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
     )
 )

@@ -38,73 +38,60 @@ def _query(name: str) -> Document:
     return {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
 
 
+def _operation(
+    t: ResourceType,
+    action: str,
+    operation_id: str,
+    parameters: list[Document] | None = None,
+    body_types: tuple[str, ...] = (),
+) -> Document:
+    operation: Document = {
+        "operationId": f"{operation_id}{t.kind}",
+        "responses": {"200": {"description": "OK"}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": t.group, "version": t.version, "kind": t.kind},
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if body_types:
+        operation["requestBody"] = {"content": {p: {"schema": {}} for p in body_types}}
+    return operation
+
+
 def _operations(t: ResourceType) -> dict[str, Document]:
-    gvk = {"group": t.group, "version": t.version, "kind": t.kind}
     base = f"/{gv_path(t.group, t.version)}"
     scope = f"{base}/namespaces/{{namespace}}" if t.namespaced else base
     collection = f"{scope}/{t.resource}"
     item = f"{collection}/{{name}}"
-    ok = {"200": {"description": "OK"}}
-    write_params = [_query(p) for p in ("dryRun", "fieldManager", "fieldValidation")]
-    paths: dict[str, Document] = {collection: {}, item: {}}
-    if "create" in t.verbs:
-        paths[collection]["post"] = {
-            "operationId": f"create{t.kind}",
-            "parameters": write_params,
-            "requestBody": {"content": {"*/*": {"schema": {}}}},
-            "responses": ok,
-            "x-kubernetes-action": "post",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    if "list" in t.verbs:
-        paths[collection]["get"] = {
-            "operationId": f"list{t.kind}",
-            "parameters": [
-                _query(p) for p in ("labelSelector", "fieldSelector", "limit", "continue", "watch")
-            ],
-            "responses": ok,
-            "x-kubernetes-action": "list",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    if "get" in t.verbs:
-        paths[item]["get"] = {
-            "operationId": f"read{t.kind}",
-            "responses": ok,
-            "x-kubernetes-action": "get",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    if "update" in t.verbs:
-        paths[item]["put"] = {
-            "operationId": f"replace{t.kind}",
-            "parameters": write_params,
-            "requestBody": {"content": {"*/*": {"schema": {}}}},
-            "responses": ok,
-            "x-kubernetes-action": "put",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    if "patch" in t.verbs:
-        types = (
-            _PATCH_TYPES
-            if t.group == ""
-            else tuple(p for p in _PATCH_TYPES if "strategic" not in p)
-        )
-        paths[item]["patch"] = {
-            "operationId": f"patch{t.kind}",
-            "parameters": [*write_params, _query("force")],
-            "requestBody": {"content": {p: {"schema": {}} for p in types}},
-            "responses": ok,
-            "x-kubernetes-action": "patch",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    if "delete" in t.verbs:
-        paths[item]["delete"] = {
-            "operationId": f"delete{t.kind}",
-            "parameters": [_query("dryRun"), _query("gracePeriodSeconds")],
-            "responses": ok,
-            "x-kubernetes-action": "delete",
-            "x-kubernetes-group-version-kind": gvk,
-        }
-    return {p: ops for p, ops in paths.items() if ops}
+    writes = [_query(p) for p in ("dryRun", "fieldManager", "fieldValidation")]
+    listing = [_query(p) for p in ("labelSelector", "fieldSelector", "limit", "continue", "watch")]
+    # CRD-served kinds (OCM) take no strategic merge patch, like on a real cluster.
+    patch_types = tuple(p for p in _PATCH_TYPES if t.group == "" or "strategic" not in p)
+    table: list[tuple[str, str, str, str, Document]] = [
+        ("create", collection, "post", "post", _operation(t, "post", "create", writes, ("*/*",))),
+        ("list", collection, "get", "list", _operation(t, "list", "list", listing)),
+        ("get", item, "get", "get", _operation(t, "get", "read")),
+        ("update", item, "put", "put", _operation(t, "put", "replace", writes, ("*/*",))),
+        (
+            "patch",
+            item,
+            "patch",
+            "patch",
+            _operation(t, "patch", "patch", [*writes, _query("force")], patch_types),
+        ),
+        (
+            "delete",
+            item,
+            "delete",
+            "delete",
+            _operation(t, "delete", "delete", [_query("dryRun"), _query("gracePeriodSeconds")]),
+        ),
+    ]
+    paths: dict[str, Document] = {}
+    for verb, path, method, _action, operation in table:
+        if verb in t.verbs:
+            paths.setdefault(path, {})[method] = operation
+    return paths
 
 
 def group_version_document(types: ResourceTypes, group: str, version: str) -> Document | None:
