@@ -235,7 +235,7 @@ class ApiResource(Resource):
         super().__init__()
         self.cluster = cluster
 
-    def render(self, request: SimRequest) -> int:  # type: ignore[override]
+    def render(self, request: SimRequest) -> int:
         d = ensureDeferred(self._handle(request))
         request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET

@@ -154,7 +154,7 @@ class SimSite(Site):
     """The simulated cluster's ``Site``: no access log, HTTP/1.1, tracked connections."""
 
     requestFactory = SimRequest
-    protocol = _channel_factory  # type: ignore[assignment]
+    protocol = _channel_factory
     displayTracebacks = False
 
     def __init__(self, resource: Any, faults: Faults, reactor: Any) -> None:

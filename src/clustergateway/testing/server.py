@@ -337,7 +337,9 @@ class SimulatedCluster:
             site.drop_connections()
             site.detach()
         if listening is not None:
-            await listening.stopListening()
+            stopped = listening.stopListening()
+            if stopped is not None:
+                await stopped
 
     async def restart(self) -> None:
         """Go down and come back on the same port, objects and PKI intact."""

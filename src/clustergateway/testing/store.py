@@ -49,6 +49,7 @@ __all__ = ["ListPage", "ObjectStore", "WatchEvent", "Subscription"]
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 Object = dict[str, Any]
+ObjectList = list[Object]  # named here: ObjectStore.list shadows the builtin in the class
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -597,7 +598,7 @@ class ObjectStore:
         self.delete(rtype, namespace or "", name)
         return True
 
-    def items(self, ref: str | ResourceType, namespace: str | None = None) -> list[Object]:
+    def items(self, ref: str | ResourceType, namespace: str | None = None) -> ObjectList:
         """Copies of every object of a type (optionally in one namespace)."""
         rtype = self._type_of(ref)
         return copy.deepcopy(self.list(rtype, namespace or "").items)
