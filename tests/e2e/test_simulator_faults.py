@@ -128,3 +128,13 @@ async def test_restart_on_the_same_port(kubectl, sim, sim_kubeconfig):
     up = await run_kubectl(kubectl, sim_kubeconfig, "get", "cm", "kept", "-o", "name")
     assert up.returncode == 0, up.stderr
     assert up.stdout.decode().strip() == "configmap/kept"
+
+
+@pytest_twisted.ensureDeferred
+async def test_recording_can_be_switched_off(sim):
+    """record_requests=False keeps the request log from growing (benchmarks)."""
+    sim.record_requests = False
+    before = len(sim.requests)
+    answer = await deferToThread(raw_exchange, sim, authorized_request(sim, "GET", "/version"))
+    assert _code(answer) == 200
+    assert len(sim.requests) == before

@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"--cert-dir {options.cert_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
+    # Nobody reads the request log of a standalone process; do not let it grow.
+    cluster.record_requests = False
     exit_code = [0]
 
     async def start() -> None:

@@ -308,17 +308,18 @@ class ApiResource(Resource):
                 user, impersonator = apply_impersonation(user, call.headers, self._may_impersonate)
             except StatusError as e:
                 error = e
-        cluster.requests.append(
-            RecordedRequest(
-                method=call.method,
-                path=call.path,
-                query=call.query,
-                headers=call.headers,
-                user=user if error is None else None,
-                impersonated_by=impersonator if error is None else None,
-                body=body[:_RECORDED_BODY_LIMIT],
+        if cluster.record_requests:
+            cluster.requests.append(
+                RecordedRequest(
+                    method=call.method,
+                    path=call.path,
+                    query=call.query,
+                    headers=call.headers,
+                    user=user if error is None else None,
+                    impersonated_by=impersonator if error is None else None,
+                    body=body[:_RECORDED_BODY_LIMIT],
+                )
             )
-        )
         faults = cluster.faults
         if faults.latency > 0:
             await deferLater(cluster.reactor, faults.latency, lambda: None)
@@ -787,10 +788,12 @@ class ApiResource(Resource):
         body = call.json_body()
         if rtype.resource == "tokenreviews":
             answer = hubapis.token_review(body, cluster.tokens)
-            cluster.token_reviews.append(answer)
+            if cluster.record_requests:
+                cluster.token_reviews.append(answer)
         elif rtype.resource == "subjectaccessreviews":
             answer = hubapis.access_review(body, cluster.sar_policy)
-            cluster.access_reviews.append(answer)
+            if cluster.record_requests:
+                cluster.access_reviews.append(answer)
         elif rtype.resource == "selfsubjectaccessreviews":
             answer = hubapis.self_access_review(body, call.user, cluster.sar_policy)
         elif rtype.resource == "selfsubjectreviews":

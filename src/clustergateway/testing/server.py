@@ -103,6 +103,9 @@ class SimulatedCluster:
     sar_policy: SarPolicy = attrs.field(default=None)
     #: Lines ``pods/log`` serves per ``(namespace, pod, container)``; unset pods get 10 lines.
     pod_logs: dict[tuple[str, str, str], list[str]] = attrs.field(factory=dict)
+    #: Append every request (and review) to ``requests`` / ``token_reviews`` /
+    #: ``access_reviews``; switch off for long benchmark runs.
+    record_requests: bool = True
     #: Seconds between BOOKMARK events on watches that allow them.
     bookmark_interval: float = 5.0
     #: ``/version``'s minor version (kubectl 1.29 to 1.33 stay within skew of 1.31).
