@@ -257,6 +257,11 @@ class SimulatedCluster:
             namespace, pod, container
         )
 
+    @property
+    def streams(self) -> Any:
+        """The ``PodStreams`` object (commands, pod filesystems), or None if not installed."""
+        return self.pod_streams()
+
     def pod_streams(self) -> Any:
         """The ``PodStreams`` server for exec/attach/portforward/log, or None if absent."""
         if self._streams is None:
