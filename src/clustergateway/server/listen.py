@@ -1,0 +1,234 @@
+"""TLS listening: the serving certificate and the HTTPS endpoint (HTTP/1.1 and h2).
+
+The serving certificate comes from ``--tls-cert-file``/``--tls-private-key-file``
+or, like the generic apiserver, is generated self-signed into ``--cert-dir``
+(``apiserver.crt`` = leaf + CA, ``apiserver.key``, plus ``ca.crt`` so a local
+kubeconfig can verify the gateway) and reused while valid for the requested
+names.  ALPN offers ``h2`` and ``http/1.1``: ``Site.acceptableProtocols`` is
+merged in by Twisted when ``h2``/``priority`` are installed (twisted-notes §5).
+The TLS context itself is :class:`clustergateway.auth.tlstrust.ServerTLS`, whose
+client-certificate trust the auth layer swaps when the hub's CAs rotate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.application.service import Service
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, wrapServerTLS
+from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+
+from clustergateway.certs import issue_cert, make_ca, write_pem
+
+__all__ = [
+    "CertificateError",
+    "ServingCert",
+    "TLSListener",
+    "load_serving_cert",
+    "self_signed_cert",
+    "serving_names",
+]
+
+
+class CertificateError(ValueError):
+    """A certificate or key that cannot be used; the message says which file and why."""
+
+
+@attrs.frozen
+class ServingCert:
+    """The PEM chain (leaf first) and key the gateway serves with."""
+
+    chain_pem: bytes
+    key_pem: bytes = attrs.field(repr=False)
+    ca_pem: bytes | None = None
+
+
+def _split_pem(data: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    parts = []
+    for chunk in data.split(marker)[:-1]:
+        start = chunk.find(b"-----BEGIN CERTIFICATE-----")
+        if start >= 0:
+            parts.append(chunk[start:] + marker + b"\n")
+    return parts
+
+
+def load_serving_cert(cert_file: Path, key_file: Path) -> ServingCert:
+    """Read and check a certificate chain and its key; :class:`CertificateError` if unusable."""
+    try:
+        chain = cert_file.read_bytes()
+    except OSError as e:
+        raise CertificateError(f"cannot read {cert_file}: {e.strerror}") from None
+    try:
+        key = key_file.read_bytes()
+    except OSError as e:
+        raise CertificateError(f"cannot read {key_file}: {e.strerror}") from None
+    check_pair(chain, key, str(cert_file), str(key_file))
+    return ServingCert(chain, key)
+
+
+def check_pair(chain: bytes, key: bytes, cert_name: str, key_name: str) -> x509.Certificate:
+    """The leaf of ``chain`` after checking it parses and matches ``key``."""
+    certs = _split_pem(chain)
+    if not certs:
+        raise CertificateError(f"{cert_name}: no PEM certificate in it")
+    try:
+        leaf = x509.load_pem_x509_certificate(certs[0])
+    except ValueError as e:
+        raise CertificateError(f"{cert_name}: not a valid certificate: {e}") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as e:
+        raise CertificateError(
+            f"{key_name}: not a valid unencrypted PEM private key: {e}"
+        ) from None
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    leaf_public = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if public != leaf_public:
+        raise CertificateError(f"{key_name} does not match the certificate in {cert_name}")
+    return leaf
+
+
+def serving_names(bind_address: str, hostname: str | None = None) -> tuple[str, ...]:
+    """The names a self-signed certificate covers: loopback, the bind address, the host."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    try:
+        address = ipaddress.ip_address(bind_address)
+        if not address.is_unspecified:
+            names.append(str(address))
+    except ValueError:
+        pass
+    if hostname:
+        names.append(hostname)
+    return tuple(dict.fromkeys(names))
+
+
+def _covers(cert: x509.Certificate, names: Sequence[str]) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    dns = set(san.get_values_for_type(x509.DNSName))
+    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    for name in names:
+        try:
+            if str(ipaddress.ip_address(name)) not in ips:
+                return False
+        except ValueError:
+            if name not in dns:
+                return False
+    return True
+
+
+_log = Logger(namespace="clustergateway.server.listen")
+
+
+def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
+    """Reuse ``cert_dir/apiserver.{crt,key}`` if valid for ``names``, else generate them.
+
+    Raises :class:`CertificateError` when the directory cannot be written.
+    """
+    cert_path, key_path, ca_path = (
+        cert_dir / "apiserver.crt",
+        cert_dir / "apiserver.key",
+        cert_dir / "ca.crt",
+    )
+    if cert_path.exists() and key_path.exists():
+        try:
+            existing = load_serving_cert(cert_path, key_path)
+            leaf = x509.load_pem_x509_certificate(_split_pem(existing.chain_pem)[0])
+            soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+            if leaf.not_valid_after_utc > soon and _covers(leaf, names):
+                ca = ca_path.read_bytes() if ca_path.exists() else None
+                return ServingCert(existing.chain_pem, existing.key_pem, ca)
+        except (CertificateError, ValueError, IndexError, OSError):
+            pass
+        _log.info("Regenerating the self-signed serving certificate in {dir}", dir=str(cert_dir))
+    stamp = int(datetime.datetime.now(datetime.UTC).timestamp())
+    ca = make_ca(f"cluster-gateway-ca@{stamp}", days=3650)
+    leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True, days=365)
+    chain = leaf_pair.cert_pem + ca.cert_pem
+    try:
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        write_pem(cert_dir, "apiserver.key", leaf_pair.key_pem, private=True)
+        write_pem(cert_dir, "apiserver.crt", chain)
+        write_pem(cert_dir, "ca.crt", ca.cert_pem)
+    except OSError as e:
+        raise CertificateError(f"cannot write to {cert_dir}: {e.strerror}") from None
+    _log.info("Generated a self-signed serving certificate in {dir}", dir=str(cert_dir))
+    return ServingCert(chain, leaf_pair.key_pem, ca.cert_pem)
+
+
+@attrs.define(eq=False)
+class TLSListener(Service):
+    """Listens with ``factory`` on ``bind_address:port`` over TLS while the service runs.
+
+    A port that cannot be bound stops the start with one line naming the flag.
+    """
+
+    reactor: Any
+    port: int
+    bind_address: str
+    #: An ``IOpenSSLServerConnectionCreator`` (``auth.tlstrust.ServerTLS``: swappable trust).
+    tls: IOpenSSLServerConnectionCreator
+    factory: Any
+    backlog: int = 1024
+    listening: IListeningPort | None = attrs.field(default=None, init=False)
+
+    _log: ClassVar[Logger] = Logger()
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
+        tcp_endpoint = TCP6ServerEndpoint if ":" in self.bind_address else TCP4ServerEndpoint
+        endpoint = wrapServerTLS(
+            self.tls, tcp_endpoint(self.reactor, self.port, self.backlog, self.bind_address)
+        )
+        failures: list[Any] = []
+        d = endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            reason = failures[0].value
+            cause = getattr(reason, "socketError", None) or reason
+            where = _host_port(self.bind_address, self.port)
+            raise SystemExit(f"cluster-gateway: --secure-port: cannot listen on {where}: {cause}")
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.listening = port
+        address = port.getHost()
+        self._log.info(
+            "Serving HTTPS on {url}", url=f"https://{_host_port(address.host, address.port)}"
+        )
+
+    def stopService(self) -> Any:  # noqa: N802 - Twisted's name
+        super().stopService()
+        if self.listening is not None:
+            port, self.listening = self.listening, None
+            return port.stopListening()
+        return None
+
+    @property
+    def url(self) -> str:
+        """``https://host:port`` of the listening socket (its real port when 0 was asked)."""
+        if self.listening is None:
+            raise RuntimeError("not listening")
+        address = self.listening.getHost()
+        host = address.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return f"https://{_host_port(host, address.port)}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

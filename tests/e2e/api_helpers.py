@@ -1,0 +1,68 @@
+"""Helpers of the API end-to-end tests: sample clusters and a kubectl that keeps running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from clustergateway.registry.samples import cluster_secret
+
+
+def token_cluster(name: str, **changes: Any) -> dict[str, Any]:
+    """A ServiceAccountToken cluster Secret in vela-system."""
+    values: dict[str, Any] = {
+        "token": f"token-of-{name}",
+        "endpoint": f"https://{name}.example:6443",
+        "creation_timestamp": "2026-01-01T00:00:00Z",
+    }
+    values.update(changes)
+    return cluster_secret(name, **values)
+
+
+@attrs.define
+class StreamingKubectl:
+    """A kubectl that runs on (``get -w``): its stdout lines with arrival times."""
+
+    process: subprocess.Popen[bytes]
+    lines: list[tuple[float, str]] = attrs.field(factory=list)
+    _reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, kubectl: str, kubeconfig: Path, *args: str) -> StreamingKubectl:
+        cache = kubeconfig.parent / f".kube-cache-{Path(kubectl).name}"
+        process = subprocess.Popen(
+            [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "HOME": str(kubeconfig.parent)},
+        )
+        streaming = cls(process)
+        streaming._reader = threading.Thread(target=streaming._read, daemon=True)
+        streaming._reader.start()
+        return streaming
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append((time.monotonic(), raw.decode().rstrip("\n")))
+
+    def texts(self) -> list[str]:
+        return [line for _, line in self.lines]
+
+    def first_time(self, needle: str) -> float | None:
+        for at, line in self.lines:
+            if needle in line:
+                return at
+        return None
+
+    def stop(self) -> str:
+        """Kill kubectl; return its stderr."""
+        self.process.kill()
+        _, err = self.process.communicate(timeout=10)
+        return err.decode()

@@ -1,0 +1,104 @@
+"""Serving certificates and the TLS listener."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web.resource import Resource
+
+from clustergateway.auth.tlstrust import ServerTLS
+from clustergateway.certs import issue_cert, make_ca
+from clustergateway.server.listen import (
+    CertificateError,
+    TLSListener,
+    load_serving_cert,
+    self_signed_cert,
+    serving_names,
+)
+from clustergateway.server.site import GatewaySite
+
+NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def test_serving_names() -> None:
+    """Loopback names always; a specific bind address and the host name too."""
+    assert serving_names("0.0.0.0") == NAMES
+    assert serving_names("10.1.2.3", "gw-host") == (*NAMES, "10.1.2.3", "gw-host")
+
+
+def test_self_signed_generated_then_reused(tmp_path: Path) -> None:
+    """Generated into --cert-dir (key 0600, CA beside it) and reused while valid."""
+    first = self_signed_cert(tmp_path / "certs", NAMES)
+    assert (tmp_path / "certs" / "apiserver.key").stat().st_mode & 0o777 == 0o600
+    assert first.ca_pem == (tmp_path / "certs" / "ca.crt").read_bytes()
+    leaf = x509.load_pem_x509_certificate(first.chain_pem)
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    again = self_signed_cert(tmp_path / "certs", NAMES)
+    assert again.chain_pem == first.chain_pem
+    wider = self_signed_cert(tmp_path / "certs", (*NAMES, "gw.example"))
+    assert wider.chain_pem != first.chain_pem
+
+
+def test_unwritable_cert_dir(tmp_path: Path) -> None:
+    """A cert dir that cannot be created is a CertificateError naming it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CertificateError, match="cannot write"):
+        self_signed_cert(blocker / "certs", NAMES)
+
+
+def test_load_serving_cert_checks_the_pair(tmp_path: Path) -> None:
+    """Unreadable files, non-PEM data and a key of another certificate are refused."""
+    ca = make_ca("ca")
+    one, two = issue_cert(ca, "a", server=True), issue_cert(ca, "b", server=True)
+    (tmp_path / "a.crt").write_bytes(one.cert_pem)
+    (tmp_path / "a.key").write_bytes(one.key_pem)
+    (tmp_path / "b.key").write_bytes(two.key_pem)
+    (tmp_path / "junk").write_bytes(b"junk")
+    assert load_serving_cert(tmp_path / "a.crt", tmp_path / "a.key").key_pem == one.key_pem
+    with pytest.raises(CertificateError, match="does not match"):
+        load_serving_cert(tmp_path / "a.crt", tmp_path / "b.key")
+    with pytest.raises(CertificateError, match="no PEM certificate"):
+        load_serving_cert(tmp_path / "junk", tmp_path / "a.key")
+    with pytest.raises(CertificateError, match="cannot read"):
+        load_serving_cert(tmp_path / "missing", tmp_path / "a.key")
+
+
+class RefusingReactor(MemoryReactorClock):
+    def listenTCP(self, port, factory, backlog=50, interface=""):  # noqa: N802
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+def _listener(reactor: MemoryReactorClock, tmp_path: Path, bind: str = "127.0.0.1") -> TLSListener:
+    cert = self_signed_cert(tmp_path, NAMES)
+    site = GatewaySite(Resource(), reactor=reactor)
+    return TLSListener(reactor, 0, bind, ServerTLS(cert.chain_pem, cert.key_pem), site)
+
+
+def test_listener_listens_over_tls(tmp_path: Path) -> None:
+    """startService listens on the bind address; IPv6 addresses work too."""
+    reactor = MemoryReactorClock()
+    listener = _listener(reactor, tmp_path)
+    listener.startService()
+    port, factory, _, interface = reactor.tcpServers[0]
+    assert (port, interface) == (0, "127.0.0.1")
+    assert listener.listening is not None
+    listener.stopService()
+    v6 = _listener(MemoryReactorClock(), tmp_path, "::1")
+    v6.startService()
+    assert v6.reactor.tcpServers[0][3] == "::1"
+
+
+def test_listener_failure_is_one_line(tmp_path: Path) -> None:
+    """A port that cannot be bound stops the start with one line naming --secure-port."""
+    listener = _listener(RefusingReactor(), tmp_path)
+    with pytest.raises(SystemExit) as info:
+        listener.startService()
+    message = str(info.value)
+    assert message.startswith("cluster-gateway: --secure-port: cannot listen on 127.0.0.1:0")
+    assert "\n" not in message

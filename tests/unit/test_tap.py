@@ -1,0 +1,224 @@
+"""The command line: every flag parsed and validated with one line; the service wiring."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from clustergateway.certs import issue_cert, make_ca
+from clustergateway.registry.store import SecretRegistry
+from clustergateway.tap import (
+    ConfigError,
+    GatewayConfig,
+    Options,
+    build_service,
+    parse_duration,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def parse(*args: str) -> GatewayConfig:
+    options = Options()
+    options.parseOptions(list(args))
+    return options.config
+
+
+def error(*args: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(*args)
+    return str(info.value)
+
+
+def test_defaults() -> None:
+    """Defaults follow the Go gateway (9443, vela-system, cert dir, Beta gates on)."""
+    config = parse("--standalone-debug-mode", "--bind-address", "127.0.0.1")
+    assert config.secure_port == 9443
+    assert config.secret_namespace == "vela-system"
+    assert config.cert_dir == Path("apiserver.local.config/certificates")
+    assert config.api_group == "cluster.core.oam.dev"
+    assert config.feature_gates.secret_cache and not config.feature_gates.healthiness_check
+    assert config.resync_period == 300.0
+    assert config.proxy_port == 8090
+    assert not config.access_log
+
+
+def test_every_flag_parses(tmp_path: Path) -> None:
+    """All flags of DESIGN.md "Command line" are accepted and land in the config."""
+    ca = make_ca("ca")
+    pair = issue_cert(ca, "gw", server=True)
+    files = {}
+    for name, data in {
+        "crt": pair.cert_pem,
+        "key": pair.key_pem,
+        "ca": ca.cert_pem,
+        "kubeconfig": b"apiVersion: v1\n",
+        "proxy.yaml": b"apiVersion: cluster.core.oam.dev/v1alpha1\nkind: X\n",
+    }.items():
+        files[name] = tmp_path / name
+        files[name].write_bytes(data)
+    config = parse(
+        "--secure-port=8443",
+        "--bind-address=::1",
+        f"--tls-cert-file={files['crt']}",
+        f"--tls-private-key-file={files['key']}",
+        f"--cert-dir={tmp_path}",
+        "--secret-namespace=creds",
+        f"--kubeconfig={files['kubeconfig']}",
+        f"--secrets-dir={tmp_path}",
+        "--standalone-debug-mode",
+        "--feature-gates=HealthinessCheck=true,SecretCache=false,",
+        "--ocm-integration",
+        "--authorize-proxy-subpath",
+        f"--cluster-gateway-proxy-config={files['proxy.yaml']}",
+        f"--client-ca-file={files['ca']}",
+        f"--requestheader-client-ca-file={files['ca']}",
+        "--requestheader-allowed-names=front-proxy-client,aggregator",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--authentication-kubeconfig={files['kubeconfig']}",
+        f"--authorization-kubeconfig={files['kubeconfig']}",
+        "--proxy-host=konnectivity",
+        "--proxy-port=8091",
+        f"--proxy-ca-cert={files['ca']}",
+        f"--proxy-cert={files['crt']}",
+        f"--proxy-key={files['key']}",
+        "--resync-period=1m30s",
+        "--api-group=cluster.example.io",
+        "--audit-log-path=-",
+        "--access-log",
+        "--min-request-timeout=60",
+        "--user-agent=gw/1",
+        "--virtual-clutser-with-control-plane=true",
+    )
+    assert config.secure_port == 8443
+    assert config.bind_address == "::1"
+    assert config.feature_gates.healthiness_check and not config.feature_gates.secret_cache
+    assert config.requestheader_allowed_names == ("front-proxy-client", "aggregator")
+    assert config.proxy_host == "konnectivity" and config.proxy_port == 8091
+    assert config.resync_period == 90.0
+    assert config.group_version.api_version == "cluster.example.io/v1alpha1"
+    assert config.access_log and config.audit_log_path == "-"
+    assert config.min_request_timeout == 60.0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--secure-port", "x"), "--secure-port: must be a port number 0..65535"),
+        (("--secure-port", "70000"), "--secure-port: must be a port number"),
+        (("--bind-address", "localhost"), "--bind-address: must be an IP address"),
+        (("--standalone-debug-mode",), "--standalone-debug-mode: serves without authentication"),
+        (
+            ("--standalone-debug-mode", "--bind-address", "10.0.0.1"),
+            "--standalone-debug-mode:",
+        ),
+        (("--tls-cert-file", "/nonexistent"), "--tls-cert-file: cannot read /nonexistent"),
+        (("--secret-namespace", "Bad_NS"), "--secret-namespace: must be a namespace name"),
+        (("--secrets-dir", "/nonexistent"), "--secrets-dir: /nonexistent is not a directory"),
+        (("--feature-gates", "Nope=true"), "--feature-gates: unrecognized feature gate: Nope"),
+        (("--feature-gates", "HealthinessCheck=maybe"), "--feature-gates: invalid value"),
+        (("--kubeconfig", "/nonexistent"), "--kubeconfig: cannot read /nonexistent"),
+        (("--proxy-host", "k"), "--proxy-ca-cert: must be specified with --proxy-host"),
+        (("--proxy-port", "0", "--proxy-host", "k"), "--proxy-port: must be a port number 1.."),
+        (("--resync-period", "soon"), "--resync-period: invalid duration"),
+        (("--resync-period", "0"), "--resync-period: must be greater than 0"),
+        (("--api-group", "nodots"), "--api-group: must be a DNS subdomain"),
+        (("--audit-log-path", "/nonexistent/a.log"), "--audit-log-path: directory"),
+        (("--min-request-timeout", "0"), "--min-request-timeout: must be a positive integer"),
+        (("--client-ca-file", "/etc/hostname"), "--client-ca-file: /etc/hostname holds no PEM"),
+    ],
+)
+def test_bad_flags_one_line(args: tuple[str, ...], expected: str) -> None:
+    """Each bad value stops the start with one line naming the flag and the reason."""
+    message = error(*args)
+    assert message.startswith(f"cluster-gateway: {expected}")
+    assert "\n" not in message
+
+
+def test_mismatched_tls_files(tmp_path: Path) -> None:
+    """A certificate with another certificate's key, or one file of the pair, is refused."""
+    ca = make_ca("ca")
+    one, two = issue_cert(ca, "a", server=True), issue_cert(ca, "b", server=True)
+    (tmp_path / "a.crt").write_bytes(one.cert_pem)
+    (tmp_path / "b.key").write_bytes(two.key_pem)
+    message = error(
+        f"--tls-cert-file={tmp_path / 'a.crt'}", f"--tls-private-key-file={tmp_path / 'b.key'}"
+    )
+    assert message.startswith("cluster-gateway: --tls-cert-file:")
+    assert "does not match" in message
+    alone = error(f"--tls-cert-file={tmp_path / 'a.crt'}")
+    assert alone.startswith("cluster-gateway: --tls-private-key-file:")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("1.5s", 1.5), ("250ms", 0.25)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    """Go duration syntax."""
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "1d", "-1s"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_console_script_one_line() -> None:
+    """``cluster-gateway --secure-port x`` prints exactly one line and exits non-zero."""
+    result = subprocess.run(
+        [str(BIN / "cluster-gateway"), "--secure-port", "x"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stdout == b""
+    assert result.stderr.decode().splitlines() == [
+        "cluster-gateway: --secure-port: must be a port number 0..65535 (0 picks a free port), "
+        "got 'x'"
+    ]
+    unknown = subprocess.run(
+        [str(BIN / "cluster-gateway"), "--nope"], capture_output=True, timeout=60
+    )
+    assert unknown.returncode != 0
+    assert unknown.stderr.decode().splitlines() == ["cluster-gateway: option --nope not recognized"]
+
+
+def test_twistd_lists_the_plugin_and_validates() -> None:
+    """``twistd --help`` lists clustergateway; a bad flag under twistd is one line too."""
+    listed = subprocess.run([str(BIN / "twistd"), "--help"], capture_output=True, timeout=60)
+    assert b"clustergateway" in listed.stdout
+    bad = subprocess.run(
+        [str(BIN / "twistd"), "-n", "clustergateway", "--standalone-debug-mode"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0
+    assert bad.stderr.decode().splitlines() == [
+        "cluster-gateway: --standalone-debug-mode: serves without authentication, so it needs "
+        "a loopback --bind-address (e.g. 127.0.0.1), got 0.0.0.0"
+    ]
+
+
+def test_build_service_in_memory(tmp_path: Path) -> None:
+    """build_service wires registry, tree, site and a TLS listener; nothing runs until started."""
+    reactor = MemoryReactorClock()
+    registry = SecretRegistry("cluster.core.oam.dev")
+    config = GatewayConfig(
+        secure_port=0, bind_address="127.0.0.1", standalone=True, cert_dir=tmp_path / "certs"
+    )
+    service = build_service(reactor, config, registry=registry, source=None, proxy=None)
+    assert service.registry is registry
+    assert (tmp_path / "certs" / "apiserver.crt").exists()
+    assert reactor.tcpServers == []
+    service.startService()
+    assert reactor.tcpServers[0][0] == 0
+    assert service.root.children[b"apis"] is not None
+    service.stopService()
