@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint
+.PHONY: venv run test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,6 +11,10 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+
+# A simulated cluster, the gateway (standalone) in front of it, and the kubectl commands to try.
+run: venv
+	$(BIN)/python scripts/demo.py
 
 test: venv
 	bash scripts/test-deps.sh
