@@ -359,7 +359,6 @@ def _check_proxy_config(path: Path) -> None:
 class Options(usage.Options):
     """The command line (names follow the Go gateway and the generic apiserver)."""
 
-    synopsis = f"Usage: {PROG} [options]  (or: twistd -n clustergateway [options])"
     longdesc = (
         "Serves the cluster.core.oam.dev/v1alpha1 aggregated API (ClusterGateway, "
         "VirtualCluster) and proxies Kubernetes requests to the clusters it names."

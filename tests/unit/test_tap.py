@@ -195,6 +195,12 @@ def test_twistd_lists_the_plugin_and_validates() -> None:
     """``twistd --help`` lists clustergateway; a bad flag under twistd is one line too."""
     listed = subprocess.run([str(BIN / "twistd"), "--help"], capture_output=True, timeout=60)
     assert b"clustergateway" in listed.stdout
+    own = subprocess.run(
+        [str(BIN / "twistd"), "-n", "clustergateway", "--help"], capture_output=True, timeout=60
+    )
+    assert own.returncode == 0
+    assert own.stdout.startswith(b"Usage: twistd [options] clustergateway [options]")
+    assert b"--secrets-dir=" in own.stdout and b"--standalone-debug-mode" in own.stdout
     bad = subprocess.run(
         [str(BIN / "twistd"), "-n", "clustergateway", "--standalone-debug-mode"],
         capture_output=True,

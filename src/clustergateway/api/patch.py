@@ -101,7 +101,9 @@ def apply_json_patch(target: Any, operations: Any) -> Any:
     for op in operations:
         if not isinstance(op, dict):
             raise errors.BadRequest("a JSON patch operation must be an object")
-        kind, path = op.get("op"), op.get("path")
+        kind: Any = op.get("op")
+        path: Any = op.get("path")
+        source: Any = op.get("from")
         if kind in ("add", "replace", "test") and "value" not in op:
             raise errors.UnprocessableEntity(f'JSON patch "{kind}" at {path!r} needs a value')
         if kind == "add":
@@ -113,10 +115,10 @@ def apply_json_patch(target: Any, operations: Any) -> Any:
             doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)
             doc = _add(doc, path, copy.deepcopy(op["value"]))
         elif kind == "move":
-            doc, value = _remove(doc, op.get("from"))
+            doc, value = _remove(doc, source)
             doc = _add(doc, path, value)
         elif kind == "copy":
-            doc = _add(doc, path, copy.deepcopy(_get(doc, op.get("from"))))
+            doc = _add(doc, path, copy.deepcopy(_get(doc, source)))
         elif kind == "test":
             if _get(doc, path) != op["value"]:
                 raise errors.UnprocessableEntity(f"JSON patch test failed at {path!r}")

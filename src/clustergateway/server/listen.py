@@ -151,8 +151,8 @@ def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
             leaf = x509.load_pem_x509_certificate(_split_pem(existing.chain_pem)[0])
             soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
             if leaf.not_valid_after_utc > soon and _covers(leaf, names):
-                ca = ca_path.read_bytes() if ca_path.exists() else None
-                return ServingCert(existing.chain_pem, existing.key_pem, ca)
+                ca_pem = ca_path.read_bytes() if ca_path.exists() else None
+                return ServingCert(existing.chain_pem, existing.key_pem, ca_pem)
         except (CertificateError, ValueError, IndexError, OSError):
             pass
         _log.info("Regenerating the self-signed serving certificate in {dir}", dir=str(cert_dir))
