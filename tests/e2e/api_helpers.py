@@ -7,22 +7,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
-from clustergateway.registry.samples import cluster_secret
+from tests.fixtures.gateway import token_cluster
 
-
-def token_cluster(name: str, **changes: Any) -> dict[str, Any]:
-    """A ServiceAccountToken cluster Secret in vela-system."""
-    values: dict[str, Any] = {
-        "token": f"token-of-{name}",
-        "endpoint": f"https://{name}.example:6443",
-        "creation_timestamp": "2026-01-01T00:00:00Z",
-    }
-    values.update(changes)
-    return cluster_secret(name, **values)
+__all__ = ["StreamingKubectl", "token_cluster"]
 
 
 @attrs.define

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 import attrs
@@ -410,7 +410,3 @@ class WatchStream:
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
         self._cleanup()
 
-
-def collect(items: Iterable[Any]) -> tuple[Any, ...]:
-    """A tuple of ``items`` without None (for :attr:`WatchView.extras`)."""
-    return tuple(i for i in items if i is not None)

@@ -14,11 +14,11 @@ from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes, StandaloneGuard
 from clustergateway.auth.user import UserInfo
 from clustergateway.certs import KeyPair, issue_cert, make_ca
-from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
 from clustergateway.server.site import GatewaySite
 from clustergateway.server.tree import GatewayRoot, build_root
 from clustergateway.server.watch import ChangeLog
+from tests.fixtures.gateway import token_cluster
 from tests.unit.server.memhttp import Response, request
 
 GROUP = "cluster.core.oam.dev"
@@ -131,10 +131,5 @@ def make_served() -> Callable[..., Served]:
 
 
 def token_secret(name: str, **changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "token": f"token-{name}",
-        "endpoint": f"https://{name}.example:6443",
-        "creation_timestamp": "2026-01-01T00:00:00Z",
-    }
-    values.update(changes)
-    return cluster_secret(name, **values)
+    """A token cluster Secret with the token ``token-<name>``."""
+    return token_cluster(name, **{"token": f"token-{name}", **changes})
