@@ -1,0 +1,295 @@
+"""Reaching a cluster's apiserver: a byte stream, then TLS, each with a time limit.
+
+Two layers, so other ways to reach a cluster slot in without touching the rest:
+
+- a :class:`StreamDialer` gives an ``IStreamClientEndpoint`` for a TCP byte
+  stream to ``host:port``.  :class:`DirectDialer` connects directly; an HTTP
+  ``CONNECT`` or SOCKS5 dialer (``proxy-url``) returns an endpoint that
+  tunnels instead;
+- :class:`UpstreamEndpoint` runs that endpoint under a connect time limit and,
+  for ``https``, completes the TLS handshake (under its own limit) **before**
+  the application protocol is connected, so a certificate problem is reported
+  as such (not as a lost request) and a handshake that stalls is a timeout.
+
+Failures become :class:`DialError` (→ 502) or :class:`DialTimeout` (→ 504),
+whose messages name the address and the cause and are safe to show a caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Protocol as _Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from clustergateway.proxy.paths import ip_version
+
+__all__ = [
+    "DialError",
+    "DialTimeout",
+    "DirectDialer",
+    "StreamDialer",
+    "UpstreamEndpoint",
+    "describe_failure",
+]
+
+
+class DialError(Exception):
+    """The cluster could not be reached; the message is fit for the caller."""
+
+
+class DialTimeout(DialError):
+    """Connecting or the TLS handshake took longer than allowed."""
+
+
+class StreamDialer(Protocol):
+    """Where TCP byte streams to a cluster come from."""
+
+    def stream_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        """An endpoint whose connections are byte streams to ``host:port``."""
+
+
+@attrs.frozen
+class DirectDialer:
+    """Plain TCP to the cluster address (IP literals skip name resolution).
+
+    ``timeout`` is only a backstop: :class:`UpstreamEndpoint` enforces the
+    configured connect limit itself, name resolution included.
+    """
+
+    reactor: IReactorTCP
+    timeout: float = 30.0
+
+    def stream_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        version = ip_version(host)
+        if version == 4:
+            return TCP4ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
+        if version == 6:
+            return TCP6ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
+        return HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+
+
+def _ssl_reasons(value: SSL.Error) -> str:
+    reasons = []
+    for entry in value.args[0] if value.args and isinstance(value.args[0], list) else []:
+        if isinstance(entry, tuple) and entry:
+            reasons.append(str(entry[-1]))
+    return ", ".join(r for r in reasons if r) or "TLS error"
+
+
+def describe_failure(value: BaseException) -> str:
+    """A short, credential-free description of a connection or TLS failure."""
+    if isinstance(value, SSL.Error):
+        return _ssl_reasons(value)
+    if isinstance(value, VerificationError):
+        return "the server certificate is not valid for the expected name"
+    if isinstance(value, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(value, error.DNSLookupError):
+        return "name resolution failed"
+    if isinstance(value, error.ConnectionDone | error.ConnectionLost):
+        return "the server closed the connection"
+    text = str(value).strip()
+    return text or type(value).__name__
+
+
+@implementer(IProtocolFactory)
+class _GateFactory(Factory):
+    """Builds the application protocol behind a :class:`_HandshakeGate`."""
+
+    noisy = False
+
+    def __init__(self, app_factory: IProtocolFactory, attempt: _Attempt) -> None:
+        self.app_factory = app_factory
+        self.attempt = attempt
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        app = self.app_factory.buildProtocol(addr)
+        if app is None:
+            return None
+        return _HandshakeGate(app, self.attempt)
+
+
+@implementer(IHandshakeListener)
+class _HandshakeGate(_Protocol):
+    """Stands in for the application protocol until the TLS handshake completes.
+
+    Then it steps aside: the TLS wrapper's ``wrappedProtocol`` becomes the
+    application protocol itself, so no extra layer stays on the data path.
+    """
+
+    def __init__(self, app: IProtocol, attempt: _Attempt) -> None:
+        self.app = app
+        self.attempt = attempt
+
+    def handshakeCompleted(self) -> None:
+        tls: Any = self.transport
+        if self.attempt.result.called:
+            # Timed out or cancelled just before: the connection is unwanted.
+            tls.abortConnection()
+            return
+        tls.wrappedProtocol = self.app
+        self.app.makeConnection(tls)
+        self.attempt.connected(self.app)
+
+    def dataReceived(self, data: bytes) -> None:  # pragma: no cover - TLS delivers none yet
+        self.app.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.attempt.failed(reason, during_tls=True)
+
+
+@attrs.define
+class _Attempt:
+    """One connection attempt: connect, maybe handshake, with time limits and cancel."""
+
+    reactor: IReactorTime
+    address: str
+    result: Deferred[IProtocol] = attrs.field(init=False)
+    _pending: Deferred[Any] | None = None
+    _transport: Any = None
+    _timer: IDelayedCall | None = None
+    _phase: str = "connect"
+    _timed_out: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.result = Deferred(self._cancel)
+
+    def start_timer(self, seconds: float | None, phase: str) -> None:
+        self._phase = phase
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if seconds is not None and seconds > 0:
+            self._timer = self.reactor.callLater(seconds, self._time_out, seconds)
+
+    def _time_out(self, seconds: float) -> None:
+        self._timer = None
+        self._timed_out = True
+        what = "TLS handshake with" if self._phase == "tls" else "connecting to"
+        self._finish_failure(
+            Failure(DialTimeout(f"{what} {self.address} timed out after {seconds:g}s"))
+        )
+
+    def _cancel(self, _d: Deferred[IProtocol]) -> None:
+        self._stop_timer()
+        self._abort()
+
+    def _abort(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abortConnection()
+
+    def _finish_failure(self, failure: Failure) -> None:
+        if self.result.called:
+            return
+        self._stop_timer()
+        self._abort()
+        if not self.result.called:
+            self.result.errback(failure)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def wait_stream(self, pending: Deferred[Any]) -> None:
+        self._pending = pending
+
+    def stream_connected(self, protocol: Any) -> None:
+        self._pending = None
+        self._transport = protocol.transport if protocol is not None else None
+
+    def connected(self, protocol: IProtocol) -> None:
+        self._stop_timer()
+        self._pending = None
+        self._transport = None
+        if not self.result.called:
+            self.result.callback(protocol)
+
+    def failed(self, reason: Failure, *, during_tls: bool = False) -> None:
+        self._pending = None
+        if self.result.called:
+            return
+        if reason.check(CancelledError):
+            return  # our own cancel; the result is already settled
+        if during_tls:
+            message = f"TLS handshake with {self.address} failed: {describe_failure(reason.value)}"
+        else:
+            message = f"dial tcp {self.address}: {describe_failure(reason.value)}"
+        cls = DialTimeout if reason.check(error.TimeoutError) else DialError
+        self._transport = None
+        self._finish_failure(Failure(cls(message)))
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.frozen
+class UpstreamEndpoint:
+    """Connections to one cluster: a stream from the dialer, TLS when ``creator`` is set.
+
+    ``connect`` fires with the application protocol once it is connected —
+    for TLS, after a successful handshake.  Cancelling it aborts the attempt.
+    """
+
+    reactor: IReactorTime
+    stream: IStreamClientEndpoint
+    address: str
+    creator: IOpenSSLClientConnectionCreator | None = None
+    connect_timeout: float | None = 10.0
+    handshake_timeout: float | None = 10.0
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:  # noqa: N803
+        attempt = _Attempt(self.reactor, self.address)
+        if self.creator is None:
+            factory: IProtocolFactory = protocolFactory
+        else:
+            factory = TLSMemoryBIOFactory(
+                self.creator,
+                True,
+                _GateFactory(protocolFactory, attempt),
+                clock=self.reactor,
+            )
+        attempt.start_timer(self.connect_timeout, "connect")
+        pending = self.stream.connect(factory)
+        attempt.wait_stream(pending)
+
+        def on_stream(protocol: Any) -> None:
+            if attempt.result.called:
+                # Settled meanwhile (timeout/cancel): drop the late connection.
+                if protocol is not None and protocol.transport is not None:
+                    protocol.transport.abortConnection()
+                return
+            if self.creator is None:
+                attempt.connected(protocol)
+            else:
+                attempt.stream_connected(protocol)
+                attempt.start_timer(self.handshake_timeout, "tls")
+
+        def on_stream_failure(failure: Failure) -> None:
+            attempt.failed(failure)
+
+        pending.addCallbacks(on_stream, on_stream_failure)
+        return attempt.result

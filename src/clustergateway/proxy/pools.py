@@ -1,0 +1,184 @@
+"""Connection pools: one ``Agent`` and persistent pool per way of reaching a cluster.
+
+Twisted keys a pool's connections by ``(scheme, host, port)`` only, so two
+clusters (or two credentials) behind one address would share authenticated
+connections if they shared a pool (twisted-notes §1.4).  Hence one
+:class:`ClusterUpstream` — dial endpoint, TLS creator, pool and ``Agent`` — per
+``ClusterGateway.access_key()`` plus the client certificate in use.  When a
+cluster's Secret changes how it is reached, its old upstream is *retired*: its
+idle connections close at once, connections still carrying a request (a watch,
+say) finish undisturbed and are closed instead of being pooled again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from clustergateway.proxy.credentials import ResolvedCredential
+from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoint
+from clustergateway.proxy.paths import UpstreamTarget
+from clustergateway.proxy.tls import client_tls_creator
+from clustergateway.registry.model import ClusterGateway, RegistryEntry, RegistryEvent
+
+__all__ = ["ClusterPools", "ClusterUpstream", "PoolSettings"]
+
+
+@attrs.frozen
+class PoolSettings:
+    """Limits for upstream connections (per cluster unless said otherwise).
+
+    ``idle_timeout`` stays below the apiserver's own idle close (Go's 90 s) so
+    the gateway never reuses a connection the server is closing.
+    """
+
+    connect_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    max_idle_per_cluster: int = 32
+    idle_timeout: float = 55.0
+
+
+class _RetiringPool(HTTPConnectionPool):
+    """A persistent pool that, once retired, closes connections returned to it."""
+
+    retired = False
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.retired:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
+
+
+@implementer(IAgentEndpointFactory)
+@attrs.frozen
+class _FixedEndpointFactory:
+    endpoint: IStreamClientEndpoint
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:  # noqa: N802
+        return self.endpoint
+
+
+@attrs.define
+class ClusterUpstream:
+    """Everything needed to send requests to one cluster with one credential.
+
+    ``cluster`` is the ``ClusterGateway`` this was built from (the registry
+    hands out the same object until the Secret changes, so an identity check
+    is the fast path).
+    """
+
+    cluster: ClusterGateway
+    key: tuple[Any, ...]
+    target: UpstreamTarget
+    endpoint: IStreamClientEndpoint
+    pool: _RetiringPool
+    agent: Agent
+
+    def retire(self) -> Deferred[None]:
+        """Close idle connections now and busy ones when their request ends."""
+        self.pool.retired = True
+        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+
+
+def _key(cluster: ClusterGateway, credential: ResolvedCredential) -> tuple[Any, ...]:
+    return (cluster.access_key(), credential.tls_identity())
+
+
+@attrs.define
+class ClusterPools:
+    """The upstreams of all clusters, built on first use, rebuilt on change.
+
+    ``upstream_for`` raises ``UnsupportedEndpoint`` or ``TLSConfigError``
+    (both ``ValueError``) when the cluster's endpoint or TLS material cannot
+    be used; callers turn those into a 503 naming the cluster.
+    """
+
+    reactor: Any  # provides IReactorTCP (dialing) and IReactorTime (timers)
+    settings: PoolSettings = attrs.field(factory=PoolSettings)
+    dialer: StreamDialer | None = None
+    _by_name: dict[str, ClusterUpstream] = attrs.field(factory=dict, init=False)
+    _log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        if self.dialer is None:
+            self.dialer = DirectDialer(self.reactor)
+
+    def upstream_for(
+        self, cluster: ClusterGateway, credential: ResolvedCredential
+    ) -> ClusterUpstream:
+        """The upstream to use for ``cluster`` with ``credential`` now."""
+        current = self._by_name.get(cluster.name)
+        if current is not None:
+            if current.cluster is cluster and current.key[1] == credential.tls_identity():
+                return current
+            key = _key(cluster, credential)
+            if current.key == key:
+                current.cluster = cluster
+                return current
+            self._retire(cluster.name, "changed")
+        else:
+            key = _key(cluster, credential)
+        upstream = self._build(cluster, key, credential)
+        self._by_name[cluster.name] = upstream
+        return upstream
+
+    def _build(
+        self, cluster: ClusterGateway, key: tuple[Any, ...], credential: ResolvedCredential
+    ) -> ClusterUpstream:
+        target = UpstreamTarget.from_endpoint(cluster.endpoint)
+        creator = client_tls_creator(target, cluster.endpoint, credential) if target.tls else None
+        assert self.dialer is not None
+        reactor: IReactorTime = self.reactor
+        endpoint = UpstreamEndpoint(
+            reactor,
+            self.dialer.stream_endpoint(target.host, target.port),
+            target.address,
+            creator,
+            self.settings.connect_timeout,
+            self.settings.tls_handshake_timeout,
+        )
+        pool = _RetiringPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = self.settings.max_idle_per_cluster
+        pool.cachedConnectionTimeout = self.settings.idle_timeout
+        agent = Agent.usingEndpointFactory(self.reactor, _FixedEndpointFactory(endpoint), pool)
+        return ClusterUpstream(cluster, key, target, endpoint, pool, agent)
+
+    def _retire(self, name: str, why: str) -> None:
+        upstream = self._by_name.pop(name, None)
+        if upstream is not None:
+            self._log.debug(
+                "Retiring connections to cluster {cluster} ({why})", cluster=name, why=why
+            )
+            upstream.retire()
+
+    def on_registry_event(self, event: RegistryEvent, entry: RegistryEntry, _rv: int) -> None:
+        """Registry listener: drop a cluster's connections when its Secret changes or goes.
+
+        A modified Secret that reaches the cluster the same way keeps its
+        pool (the next request finds an equal key).
+        """
+        current = self._by_name.get(entry.name)
+        if current is None:
+            return
+        if event == "DELETED" or entry.gateway is None:
+            self._retire(entry.name, "deleted" if event == "DELETED" else "invalid")
+        elif entry.gateway.access_key() != current.cluster.access_key():
+            self._retire(entry.name, "changed")
+
+    def connection_count(self) -> int:
+        """Idle pooled connections across all clusters (for tests and metrics)."""
+        return sum(len(c) for u in self._by_name.values() for c in u.pool._connections.values())
+
+    def close(self) -> Deferred[Any]:
+        """Close every idle connection and forget all upstreams (service stop)."""
+        upstreams = list(self._by_name.values())
+        self._by_name.clear()
+        return DeferredList([u.retire() for u in upstreams])

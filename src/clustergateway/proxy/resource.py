@@ -1,0 +1,228 @@
+"""The ``proxy`` subresource: one request to a named cluster, forwarded or spliced.
+
+``ClusterProxy.render`` is called by the serving layer once the caller is
+authenticated and authorized for ``clustergateways/proxy``.  It looks the
+cluster up, resolves its credential, decides the identity (the Secret's
+credential, or impersonation of the caller), picks the cluster's connection
+pool and hands the request to :class:`~clustergateway.proxy.forward.StreamingForward`
+or, for ``Connection: Upgrade``, to :class:`~clustergateway.proxy.upgrade.UpgradeSplice`.
+
+Every failure the caller sees is a ``Status``: 404 for an unknown cluster,
+503 for a cluster whose Secret cannot be used (naming the cause), 502/504 for
+an unreachable or slow cluster; upstream answers (401/403/404 from the
+cluster included) pass through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET, Request
+
+from clustergateway.auth.identity import IdentityResolver, Impersonation
+from clustergateway.auth.user import UserInfo
+from clustergateway.errors import (
+    InternalError,
+    ServiceUnavailable,
+    StatusError,
+    render_status,
+)
+from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
+from clustergateway.proxy.dial import StreamDialer
+from clustergateway.proxy.forward import BytesBody, StreamingForward, finish_with_status
+from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
+from clustergateway.proxy.paths import is_long_running, join_path, rewrite_query, split_uri
+from clustergateway.proxy.pools import ClusterPools, PoolSettings
+from clustergateway.proxy.upgrade import SpliceSettings, UpgradeSplice
+from clustergateway.registry.model import ClusterGateway, ClusterRegistry
+
+__all__ = ["ClusterProxy", "IdentityHook", "ProxySettings"]
+
+#: ``identity_for(cluster, user, request)``: None sends the request with the
+#: Secret's credential alone; an :class:`Impersonation` adds its headers.
+IdentityHook = Callable[[ClusterGateway, UserInfo, IRequest], "Impersonation | None"]
+
+#: ``authorize_target(user, cluster, method, subpath, query)`` (``--authorize-proxy-subpath``):
+#: returns if the caller may do the proxied request at its target, raises a ``Status`` if not.
+TargetCheck = Callable[[UserInfo, str, str, str, str], Awaitable[None]]
+
+
+@attrs.frozen
+class ProxySettings:
+    """Proxy limits.
+
+    ``response_header_timeout`` bounds the wait for the response head of
+    ordinary requests (not watches, followed logs, nested proxies or
+    upgrades); it is above the apiserver's own 60 s request timeout, so the
+    cluster's own 504 ``Status`` arrives first when it has one.
+    """
+
+    response_header_timeout: float | None = 75.0
+    pools: PoolSettings = attrs.field(factory=PoolSettings)
+    splice: SpliceSettings = attrs.field(factory=SpliceSettings)
+
+
+def _content(request: Request) -> BytesBody | None:
+    content = request.content
+    if content is None:
+        return None
+    content.seek(0)
+    data = content.read()
+    if data:
+        return BytesBody(data)
+    headers = request.requestHeaders
+    if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):
+        return BytesBody(b"")
+    return None
+
+
+def _client_address(request: Request) -> bytes | None:
+    host = getattr(request.getClientAddress(), "host", None)
+    return host.encode("ascii", "replace") if isinstance(host, str) else None
+
+
+@attrs.define
+class ClusterProxy:
+    """Forwards ``…/clustergateways/{name}/proxy/{subpath}`` requests to clusters.
+
+    Build with :meth:`build` (in ``tap.makeService``); call :meth:`close` on
+    shutdown to close pooled connections.
+    """
+
+    reactor: Any
+    registry: ClusterRegistry
+    pools: ClusterPools
+    credentials: CredentialProvider = attrs.field(factory=StaticCredentialProvider)
+    identity_for: IdentityHook = attrs.field(factory=lambda: IdentityResolver().identity_for)
+    settings: ProxySettings = attrs.field(factory=ProxySettings)
+    _unsubscribe: Callable[[], None] | None = None
+    authorize_target: TargetCheck | None = None
+
+    _log = Logger()
+
+    @classmethod
+    def build(
+        cls,
+        reactor: Any,
+        registry: ClusterRegistry,
+        *,
+        settings: ProxySettings | None = None,
+        credentials: CredentialProvider | None = None,
+        identity_for: IdentityHook | None = None,
+        dialer: StreamDialer | None = None,
+    ) -> ClusterProxy:
+        """A proxy over ``registry`` whose pools follow the registry's changes."""
+        settings = settings or ProxySettings()
+        pools = ClusterPools(reactor, settings.pools, dialer)
+        unsubscribe = registry.subscribe(pools.on_registry_event)
+        return cls(
+            reactor,
+            registry,
+            pools,
+            credentials or StaticCredentialProvider(),
+            identity_for or IdentityResolver().identity_for,
+            settings,
+            unsubscribe,
+        )
+
+    def close(self) -> Any:
+        """Stop following the registry and close idle upstream connections."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        return self.pools.close()
+
+    def render(
+        self, request: Request, cluster_name: str, subpath: bytes, user: UserInfo
+    ) -> bytes | int:
+        """Proxy ``request`` to ``cluster_name``; ``subpath`` is the raw path after
+        ``/proxy`` (empty or starting with ``/``, still percent-encoded).
+
+        Returns the bytes of a ``Status`` for errors found at once (unknown
+        cluster), else ``NOT_DONE_YET``: the response is written later.
+        """
+        try:
+            cluster = self.registry.get(cluster_name)
+        except StatusError as e:
+            return render_status(request, e)
+        d = ensureDeferred(self._proxy(request, cluster, subpath, user))
+        d.addErrback(self._failed, request, cluster_name)
+        return NOT_DONE_YET
+
+    async def _proxy(
+        self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo
+    ) -> None:
+        if self.authorize_target is not None:
+            await self.authorize_target(
+                user,
+                cluster.name,
+                request.method.decode("ascii", "replace"),
+                subpath.decode("utf-8", "replace"),
+                split_uri(request.uri)[1].decode("utf-8", "replace"),
+            )
+        credential = await self.credentials.credential_for(cluster)
+        impersonation = self.identity_for(cluster, user, request)
+        try:
+            upstream = self.pools.upstream_for(cluster, credential)
+        except ValueError as e:  # UnsupportedEndpoint, TLSConfigError
+            raise ServiceUnavailable(
+                f"cluster {cluster.name}: {e}", {"name": cluster.name, "kind": "clustergateways"}
+            ) from None
+        if getattr(request, "_disconnected", False):
+            return
+        target = upstream.target
+        _, query = split_uri(request.uri)
+        path = join_path(target.base_path, subpath)
+        if query:
+            path += b"?" + rewrite_query(query)
+        in_headers = request.requestHeaders
+        upgrade = is_upgrade_request(
+            in_headers.getRawHeaders(b"connection"), in_headers.getRawHeaders(b"upgrade")
+        )
+        headers = request_headers(
+            in_headers.getAllRawHeaders(),
+            client_address=_client_address(request),
+            upgrade=upgrade,
+        )
+        added: list[tuple[bytes, bytes]] = [(b"Host", target.host_header)]
+        if credential.authorization is not None:
+            added.append((b"Authorization", credential.authorization))
+        if impersonation is not None:
+            added.extend(impersonation.headers())
+        body = _content(request)
+        if upgrade:
+            head_headers = [(b"Host", [target.host_header]), *headers]
+            head_headers.extend((name, [value]) for name, value in added[1:])
+            if body is not None:
+                head_headers.append((b"Content-Length", [b"%d" % body.length]))
+            head = serialize_head(request.method, path, head_headers)
+            if body is not None:
+                head += body.data
+            splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
+            splice.start(upstream.endpoint, head)
+            return
+        out = Headers()
+        for name, values in headers:
+            out.setRawHeaders(name, values)
+        for name, value in added:
+            out.addRawHeader(name, value)
+        timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
+        StreamingForward(request, self.reactor, cluster.name).start(
+            upstream.agent, request.method, target.url_prefix + path, out, body, timeout
+        )
+
+    def _failed(self, failure: Failure, request: Request, cluster: str) -> None:
+        error = failure.value
+        if not isinstance(error, StatusError):
+            self._log.failure(
+                "Proxying a request to cluster {cluster} failed", failure, cluster=cluster
+            )
+            error = InternalError(f"cluster {cluster}: internal error while proxying")
+        finish_with_status(request, error)

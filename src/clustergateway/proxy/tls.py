@@ -1,0 +1,129 @@
+"""Client TLS towards a managed cluster: one connection creator per cluster credential.
+
+The creator decides trust (the Secret's CA bundle, the platform roots when the
+bundle is present but empty, or nothing when the cluster is ``insecure``),
+which name the server certificate must carry (``tls_server_name`` or the
+endpoint host; sent as SNI when it is a DNS name), the client certificate, TLS
+1.2 as the floor and ALPN ``http/1.1`` only — Twisted's client cannot speak h2,
+so it must never be offered.
+
+``CertificateOptions`` caches its ``SSL.Context``, so a creator is built once
+per connection pool and rebuilt only when the Secret changes (twisted-notes
+§4.2, §4.3).  Errors name what is wrong, never the material itself.
+"""
+
+from __future__ import annotations
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from clustergateway.proxy.credentials import ResolvedCredential
+from clustergateway.proxy.paths import UpstreamTarget, ip_version
+from clustergateway.registry.model import EndpointSpec
+
+__all__ = ["InsecureClientTLS", "TLSConfigError", "client_tls_creator"]
+
+_ALPN = [b"http/1.1"]
+
+
+class TLSConfigError(ValueError):
+    """The cluster's TLS material cannot be used; the message says which part and why."""
+
+
+def _certificates(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise TLSConfigError(f"{what} is not a valid PEM certificate") from None
+    if not certs:
+        raise TLSConfigError(f"{what} holds no certificate")
+    return certs
+
+
+def _twisted_cert(cert: x509.Certificate) -> ssl.Certificate:
+    return ssl.Certificate.loadPEM(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _client_certificate(
+    credential: ResolvedCredential,
+) -> tuple[ssl.PrivateCertificate | None, list[ssl.Certificate]]:
+    identity = credential.tls_identity()
+    if identity is None:
+        return None, []
+    cert_pem, key_pem = identity
+    chain = _certificates(cert_pem, "the client certificate (tls.crt)")
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise TLSConfigError(f"the client key (tls.key) cannot be read: {e}") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if chain[0].public_key().public_bytes(der, public) != key.public_key().public_bytes(
+        der, public
+    ):
+        raise TLSConfigError("the client certificate (tls.crt) does not match its key (tls.key)")
+    leaf_pem = chain[0].public_bytes(serialization.Encoding.PEM)
+    private = ssl.PrivateCertificate.loadPEM(leaf_pem + key_pem)
+    return private, [_twisted_cert(c) for c in chain[1:]]
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+@attrs.frozen
+class InsecureClientTLS:
+    """TLS without verifying the server (``insecure``; a Secret without a CA).
+
+    Still sends SNI for DNS names and still presents the client certificate.
+    """
+
+    options: ssl.CertificateOptions
+    server_name: bytes | None
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection: SSL.Connection = self.options.clientConnectionForTLS(tlsProtocol)
+        if self.server_name is not None:
+            connection.set_tlsext_host_name(self.server_name)
+        return connection
+
+
+def client_tls_creator(
+    target: UpstreamTarget, endpoint: EndpointSpec, credential: ResolvedCredential
+) -> IOpenSSLClientConnectionCreator:
+    """The TLS creator for one cluster and credential.
+
+    Raises :class:`TLSConfigError` when the CA bundle or the client
+    certificate/key cannot be used.
+    """
+    client_cert, chain = _client_certificate(credential)
+    extra: dict[str, object] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if chain:
+        extra["extraCertChain"] = chain
+    if endpoint.insecure:
+        options = ssl.CertificateOptions(
+            verify=False,
+            acceptableProtocols=_ALPN,
+            privateKey=client_cert.privateKey.original if client_cert else None,
+            certificate=client_cert.original if client_cert else None,
+            **extra,  # type: ignore[arg-type]
+        )
+        name = None if ip_version(target.server_name) else target.server_name.encode("idna")
+        return InsecureClientTLS(options, name)
+    if endpoint.ca_bundle is not None and endpoint.ca_bundle.strip():
+        roots = _certificates(endpoint.ca_bundle, "the CA bundle (ca.crt)")
+        trust = ssl.trustRootFromCertificates([_twisted_cert(c) for c in roots])
+    else:
+        # No CA (or an empty one) on a cluster that is not insecure: Go then
+        # verifies against the system roots.
+        trust = ssl.platformTrust()
+    return ssl.optionsForClientTLS(
+        target.server_name,
+        trustRoot=trust,
+        clientCertificate=client_cert,
+        acceptableProtocols=_ALPN,
+        extraCertificateOptions=extra,
+    )

@@ -1,0 +1,400 @@
+"""HTTP/1.1 upgrades (exec, attach, port-forward, cp): forward the head, then splice.
+
+``Agent`` swallows ``101`` (twisted-notes §1.4), so an upgrade request goes
+over a raw connection: the gateway writes the request head (with the
+cluster's credential instead of the caller's) and reads the response head.
+
+- ``101``: the head is relayed verbatim (it carries ``Sec-WebSocket-Accept``,
+  the chosen subprotocol, ``X-Stream-Protocol-Version``), the client
+  connection is taken over (:func:`clustergateway.takeover.take_over`, which
+  also hands over bytes the client sent early) and bytes flow both ways
+  untouched.  Each side's transport is registered as the producer of the
+  other, exactly as ``twisted.protocols.portforward`` does, so neither
+  direction buffers without bound.
+- anything else (a cluster refusing WebSocket answers 400/403, and kubectl
+  then falls back to SPDY): relayed verbatim, head and body, then both
+  connections are closed.
+
+When either side ends, the other is closed.  A watchdog closes a splice that
+has been idle (no byte either way) or alive for too long.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import _ChunkedTransferDecoder
+from twisted.web.server import Request
+
+from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
+from clustergateway.proxy.forward import finish_with_status, upstream_error
+from clustergateway.takeover import can_take_over, take_over
+
+__all__ = ["SpliceSettings", "UpgradeSplice"]
+
+_MAX_HEAD = 64 * 1024
+_NO_BODY_CODES = frozenset({204, 304})
+
+
+@attrs.frozen
+class SpliceSettings:
+    """Limits of an upgraded connection.
+
+    ``idle_timeout``: close after this long without a byte in either direction
+    (kubelet's own streaming idle timeout is 4 h).  ``max_lifetime``: close
+    after this long regardless (None: never).  The idle timer also bounds the
+    wait for the cluster's answer to the upgrade.
+    """
+
+    idle_timeout: float | None = 4 * 3600.0
+    max_lifetime: float | None = 24 * 3600.0
+
+
+def _parse_status(head: bytes) -> int | None:
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        return None
+    try:
+        code = int(parts[1])
+    except ValueError:
+        return None
+    return code if 100 <= code <= 999 else None
+
+
+def _framing(head: bytes) -> tuple[bool, int | None]:
+    """``(chunked, content_length)`` of a response head."""
+    chunked = False
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                length = None
+    return chunked, length
+
+
+class _UpstreamSide(Protocol):
+    """The connection to the cluster."""
+
+    def __init__(self, splice: UpgradeSplice) -> None:
+        self.splice = splice
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.splice.upstream_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.splice.from_upstream(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self.splice.upstream_lost(reason)
+
+
+class _ClientSide(Protocol):
+    """The caller's connection, once taken over from ``twisted.web``."""
+
+    def __init__(self, splice: UpgradeSplice) -> None:
+        self.splice = splice
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.splice.from_client(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self.splice.client_lost(reason)
+
+
+@attrs.define(eq=False)
+class UpgradeSplice:
+    """One upgrade request: dial, forward the head, then splice or relay.
+
+    States: ``dialing`` → ``head`` (waiting for the response head) →
+    ``spliced`` (after 101) or ``relaying`` (a non-101 answer, until its body
+    ends) → ``closed``.
+    """
+
+    request: Request
+    reactor: IReactorTime
+    cluster: str
+    settings: SpliceSettings = attrs.field(factory=SpliceSettings)
+    state: str = "new"
+    _head: bytes = b""
+    _buffer: bytes = b""
+    _upstream: _UpstreamSide | None = None
+    _client_transport: Any = None
+    _connecting: Deferred[Any] | None = None
+    _activity: int = 0
+    _seen_activity: int = -1
+    _last_change: float = 0.0
+    _idle_timer: IDelayedCall | None = None
+    _life_timer: IDelayedCall | None = None
+    _remaining: int | None = None
+    _decoder: Any = None
+    _registered: bool = False
+
+    _log = Logger()
+
+    def start(self, endpoint: IStreamClientEndpoint, head: bytes) -> None:
+        """Dial the cluster and send ``head`` (the request head and body)."""
+        request = self.request
+        if not can_take_over(request):
+            finish_with_status(
+                request, BadRequest("connection upgrades need an HTTP/1.1 connection")
+            )
+            return
+        self._head = head
+        self.state = "dialing"
+        request.notifyFinish().addErrback(self._client_gone_early)
+        self._start_watchdog()
+        d = self._connecting = connectProtocol(endpoint, _UpstreamSide(self))
+        d.addErrback(self._dial_failed)
+
+    # -- before the answer -------------------------------------------------
+
+    def _dial_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.state != "dialing":
+            return  # cancelled because the client left, or the watchdog fired
+        self._close_timers()
+        self.state = "closed"
+        finish_with_status(self.request, upstream_error(self.cluster, failure))
+
+    def _client_gone_early(self, _reason: Failure) -> None:
+        if self.state in ("dialing", "head"):
+            self._abort_upstream()
+
+    def _abort_upstream(self) -> None:
+        self.state = "closed"
+        self._close_timers()
+        if self._connecting is not None:
+            d, self._connecting = self._connecting, None
+            d.cancel()
+        if self._upstream is not None and self._upstream.transport is not None:
+            self._upstream.transport.abortConnection()
+
+    def upstream_connected(self, upstream: _UpstreamSide) -> None:
+        self._connecting = None
+        if self.state != "dialing":
+            upstream.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._upstream = upstream
+        self.state = "head"
+        upstream.transport.write(self._head)  # type: ignore[union-attr]
+        self._head = b""
+
+    def from_upstream(self, data: bytes) -> None:
+        self._activity += 1
+        state = self.state
+        if state == "spliced":
+            self._client_transport.write(data)
+        elif state == "head":
+            self._read_head(data)
+        elif state == "relaying":
+            self._relay(data)
+
+    def _read_head(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > _MAX_HEAD:
+                self._fail_head(f"the response head is larger than {_MAX_HEAD} bytes")
+            else:
+                self._buffer = buffer
+            return
+        self._buffer = b""
+        head, rest = buffer[: end + 4], buffer[end + 4 :]
+        code = _parse_status(head)
+        if code is None:
+            self._fail_head("the cluster sent an invalid response")
+            return
+        if code == 101:
+            self._switch(head, rest)
+        elif code < 200:
+            self._read_head(rest)  # an interim answer: the real one follows
+        else:
+            self._start_relay(code, head, rest)
+
+    def _fail_head(self, why: str) -> None:
+        self._abort_upstream()
+        finish_with_status(self.request, BadGateway(f"cluster {self.cluster}: {why}"))
+
+    def _take_over(self, head: bytes) -> bool:
+        try:
+            self._client_transport = take_over(self.request, _ClientSide(self), head)
+        except Exception:
+            self._log.failure(
+                "Taking over the connection for cluster {cluster} failed", cluster=self.cluster
+            )
+            self._abort_upstream()
+            return False
+        return True
+
+    def _cross_register(self) -> None:
+        client = self._client_transport
+        upstream: Any = self._upstream.transport if self._upstream else None
+        if upstream is None or client is None:
+            return
+        # Client slow → stop reading the cluster; cluster slow → stop reading
+        # the client (twisted.protocols.portforward.ProxyClient.connectionMade).
+        client.registerProducer(upstream, True)
+        upstream.registerProducer(client, True)
+        self._registered = True
+
+    # -- 101: splice ---------------------------------------------------------
+
+    def _switch(self, head: bytes, rest: bytes) -> None:
+        self.state = "spliced"
+        if not self._take_over(head):
+            return
+        if self.state != "spliced":
+            return  # the client left during the takeover
+        if rest:
+            self._client_transport.write(rest)
+        self._cross_register()
+
+    def from_client(self, data: bytes) -> None:
+        self._activity += 1
+        if self.state == "spliced":
+            self._upstream.transport.write(data)  # type: ignore[union-attr]
+        # relaying: the cluster refused the upgrade; the client's bytes go nowhere.
+
+    # -- not 101: relay verbatim, then close -----------------------------------
+
+    def _start_relay(self, code: int, head: bytes, rest: bytes) -> None:
+        self.state = "relaying"
+        chunked, length = _framing(head)
+        if self.request.method == b"HEAD" or code in _NO_BODY_CODES:
+            length, chunked = 0, False
+        if chunked:
+            self._decoder = _ChunkedTransferDecoder(lambda _data: None, self._relay_done)
+        else:
+            self._remaining = length
+        if not self._take_over(head):
+            return
+        self._cross_register()
+        if self._remaining == 0:
+            self._close_both()
+        elif rest:
+            self._relay(rest)
+
+    def _relay(self, data: bytes) -> None:
+        if self._decoder is not None:
+            self._client_transport.write(data)
+            try:
+                self._decoder.dataReceived(data)
+            except Exception:
+                self._close_both()
+        elif self._remaining is not None:
+            data = data[: self._remaining]
+            self._remaining -= len(data)
+            self._client_transport.write(data)
+            if self._remaining == 0:
+                self._close_both()
+        else:
+            self._client_transport.write(data)  # ends when the cluster closes
+
+    def _relay_done(self, _rest: bytes) -> None:
+        self._decoder = None
+        self._close_both()
+
+    # -- the end ----------------------------------------------------------------
+
+    def upstream_lost(self, reason: Failure) -> None:
+        state = self.state
+        if state == "head":
+            self.state = "closed"
+            self._close_timers()
+            finish_with_status(
+                self.request,
+                BadGateway(
+                    f"cluster {self.cluster}: the connection closed before the upgrade was answered"
+                ),
+            )
+        elif state in ("spliced", "relaying"):
+            self._close_both()
+
+    def client_lost(self, reason: Failure) -> None:
+        if self.state in ("spliced", "relaying"):
+            self._close_both()
+
+    def _close_both(self, abort: bool = False) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self._close_timers()
+        client = self._client_transport
+        upstream: Any = self._upstream.transport if self._upstream else None
+        registered, self._registered = self._registered, False
+        for transport in (client, upstream):
+            if transport is None:
+                continue
+            if registered:
+                transport.unregisterProducer()
+            if abort:
+                transport.abortConnection()
+            else:
+                transport.loseConnection()
+
+    # -- watchdog -------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        settings = self.settings
+        if settings.idle_timeout:
+            self._last_change = self.reactor.seconds()
+            self._idle_timer = self.reactor.callLater(settings.idle_timeout / 4, self._check_idle)
+        if settings.max_lifetime:
+            self._life_timer = self.reactor.callLater(settings.max_lifetime, self._expire)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        idle = self.settings.idle_timeout
+        assert idle is not None
+        now = self.reactor.seconds()
+        if self._activity != self._seen_activity:
+            self._seen_activity = self._activity
+            self._last_change = now
+        elif now - self._last_change >= idle:
+            self._expire_idle()
+            return
+        self._idle_timer = self.reactor.callLater(idle / 4, self._check_idle)
+
+    def _expire_idle(self) -> None:
+        self._log.info(
+            "Closing an idle upgraded connection to cluster {cluster}", cluster=self.cluster
+        )
+        self._expire(idle=True)
+
+    def _expire(self, idle: bool = False) -> None:
+        self._life_timer = None
+        if self.state in ("dialing", "head"):
+            self._abort_upstream()
+            finish_with_status(
+                self.request,
+                GatewayTimeout(f"cluster {self.cluster}: no answer to the upgrade request"),
+            )
+        else:
+            if not idle:
+                self._log.info(
+                    "Closing an upgraded connection to cluster {cluster}: maximum lifetime",
+                    cluster=self.cluster,
+                )
+            self._close_both(abort=True)
+
+    def _close_timers(self) -> None:
+        for timer in (self._idle_timer, self._life_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle_timer = self._life_timer = None

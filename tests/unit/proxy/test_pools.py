@@ -1,0 +1,173 @@
+"""Connection pools per cluster credential, and their rebuild when a Secret changes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import pytest_twisted
+from twisted.internet.testing import MemoryReactorClock
+
+from clustergateway.proxy.credentials import ResolvedCredential
+from clustergateway.proxy.pools import ClusterPools
+from clustergateway.registry.model import (
+    ClusterGateway,
+    CredentialSpec,
+    EndpointSpec,
+    RegistryEntry,
+)
+from tests.unit.proxy.conftest import (
+    FakeRegistry,
+    Harness,
+    Pki,
+    eventually,
+    make_cluster,
+    raw_connect,
+)
+from tests.unit.proxy.upstream import Upstream
+
+TOKEN = ResolvedCredential(authorization=b"Bearer t")
+
+
+def cluster(
+    address: str = "https://127.0.0.1:6443", token: str = "t", name: str = "c1"
+) -> ClusterGateway:
+    return ClusterGateway(
+        name,
+        EndpointSpec(address=address, insecure=True),
+        CredentialSpec("ServiceAccountToken", token=token),
+    )
+
+
+def test_same_cluster_same_upstream() -> None:
+    """The same cluster (object or equal value) keeps its upstream; others get their own."""
+    pools = ClusterPools(MemoryReactorClock())
+    c1 = cluster()
+    first = pools.upstream_for(c1, TOKEN)
+    assert pools.upstream_for(c1, TOKEN) is first
+    assert pools.upstream_for(attrs.evolve(c1, labels={"a": "b"}), TOKEN) is first
+    other = pools.upstream_for(cluster(name="c2"), TOKEN)
+    assert other is not first and other.pool is not first.pool
+    assert not first.pool.retired
+
+
+def test_changed_access_retires_old_pool(pki: Pki) -> None:
+    """A new endpoint, token or client certificate gives a new upstream; the old one is retired."""
+    pools = ClusterPools(MemoryReactorClock())
+    first = pools.upstream_for(cluster(), TOKEN)
+    second = pools.upstream_for(cluster(token="rotated"), TOKEN)
+    assert second is not first and first.pool.retired and not second.pool.retired
+    cert = ResolvedCredential(client_certificate=pki.client.cert_pem, client_key=pki.client.key_pem)
+    with_cert = pools.upstream_for(cluster(token="rotated"), cert)
+    assert with_cert is not second and second.pool.retired
+
+
+def test_registry_events_retire() -> None:
+    """Deleting a cluster, or changing how it is reached, retires its pool at once;
+    a change that does not affect access keeps it."""
+    pools = ClusterPools(MemoryReactorClock())
+    c1 = cluster()
+    up = pools.upstream_for(c1, TOKEN)
+    pools.on_registry_event("MODIFIED", RegistryEntry("c1", {}, attrs.evolve(c1, healthy=True)), 2)
+    assert not up.pool.retired
+    pools.on_registry_event("MODIFIED", RegistryEntry("c1", {}, cluster(token="x")), 3)
+    assert up.pool.retired
+    up = pools.upstream_for(c1, TOKEN)
+    pools.on_registry_event("DELETED", RegistryEntry("c1", {}, c1), 4)
+    assert up.pool.retired
+    up = pools.upstream_for(c1, TOKEN)
+    pools.on_registry_event("MODIFIED", RegistryEntry("c1", {}, None, error="bad"), 5)
+    assert up.pool.retired
+
+
+@pytest_twisted.ensureDeferred
+async def test_secret_change_closes_idle_keeps_streams(
+    harness: Harness, upstream: Upstream, pki: Pki
+) -> None:
+    """When the Secret changes, idle connections close at once, a watch in flight keeps
+    streaming on its old connection (closed when it ends), and new requests use the new
+    credential on a new connection."""
+    from twisted.internet import reactor
+
+    watch = await raw_connect(reactor, harness.port)
+    watch.transport.write(b"GET /clusters/c1/proxy/watch?watch=true HTTP/1.1\r\nHost: g\r\n\r\n")
+    await watch.wait_contains(b'"ADDED"')
+    response, _ = await harness.request(b"GET", "c1", "/echo/idle")
+    assert response.code == 200
+    assert len(upstream.connections) == 2  # the watch's and an idle pooled one
+
+    harness.registry.put(make_cluster(upstream, pki, token="rotated"))
+    await eventually(reactor, lambda: len(upstream.connections) == 1)
+    upstream.push(b'{"type":"MODIFIED"}\n')
+    await watch.wait_contains(b'"MODIFIED"')
+
+    _, body = await harness.request(b"GET", "c1", "/echo/after")
+    headers = {n.lower(): v for n, v in json.loads(body)["headers"]}
+    assert headers["authorization"] == "Bearer rotated"
+    assert len(upstream.connections) == 2
+
+    for request in list(upstream.watches):
+        request.finish()
+    await watch.wait_contains(b"\r\n0\r\n\r\n")
+    await eventually(reactor, lambda: len(upstream.connections) == 1)
+    watch.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_deleted_is_404_and_closes(harness: Harness, upstream: Upstream) -> None:
+    """A deleted cluster answers 404 and its pooled connections close."""
+    from twisted.internet import reactor
+
+    response, _ = await harness.request(b"GET", "c1", "/echo/x")
+    assert response.code == 200 and len(upstream.connections) == 1
+    harness.registry.delete("c1")
+    await eventually(reactor, lambda: not upstream.connections)
+    response, body = await harness.request(b"GET", "c1", "/echo/x")
+    status = json.loads(body)
+    assert response.code == 404
+    assert status["reason"] == "NotFound"
+    assert status["message"] == 'clustergateways.cluster.core.oam.dev "c1" not found'
+
+
+@pytest_twisted.ensureDeferred
+async def test_unusable_clusters_are_503(pki: Pki) -> None:
+    """Clusters that cannot be used answer 503 naming the cluster and the cause."""
+    from twisted.internet import reactor
+
+    from clustergateway.errors import ServiceUnavailable
+    from tests.unit.proxy.conftest import start_harness, stop_harness
+
+    registry = FakeRegistry()
+    registry.clusters["broken"] = ServiceUnavailable(
+        'secret vela-system/broken: missing data key "endpoint"'
+    )
+    for name, spec in {
+        "tunnel": EndpointSpec(type="ClusterProxy"),
+        "badca": EndpointSpec(address="https://127.0.0.1:1", ca_bundle=b"garbage"),
+    }.items():
+        registry.put(ClusterGateway(name, spec, CredentialSpec("ServiceAccountToken", token="t")))
+    registry.put(
+        ClusterGateway(
+            "exec",
+            EndpointSpec(address="https://127.0.0.1:1", insecure=True),
+            CredentialSpec("Dynamic", exec_config="{}"),
+        )
+    )
+    h = start_harness(reactor, registry)
+    try:
+        expected = {
+            "broken": 'missing data key "endpoint"',
+            "tunnel": "ClusterProxy",
+            "badca": "CA bundle",
+            "exec": "exec credentials not yet supported",
+        }
+        for name, text in expected.items():
+            response, body = await h.request(b"GET", name, "/api")
+            status: dict[str, Any] = json.loads(body)
+            assert response.code == 503, name
+            assert status["kind"] == "Status" and status["reason"] == "ServiceUnavailable"
+            assert text in status["message"]
+            assert name in status["message"]
+    finally:
+        await stop_harness(h)
