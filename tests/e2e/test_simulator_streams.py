@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import socket
 import subprocess
 import threading
@@ -111,6 +112,31 @@ async def test_exec_stderr_and_unknown_command(sim, sim_kubeconfig, kubectl):
     result = await run_kubectl(kubectl, sim_kubeconfig, "exec", "demo", "--", "nope")
     assert result.returncode != 0
     assert b"executable file not found" in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_exec_tty_sees_the_terminal_size(sim, sim_kubeconfig, kubectl):
+    """`exec -it demo -- stty size` under a pseudo-terminal (script) prints its size."""
+    inner = " ".join(
+        [
+            "stty rows 33 cols 101;",
+            shlex.quote(kubectl),
+            "--kubeconfig",
+            shlex.quote(str(sim_kubeconfig)),
+            "exec -it demo -- stty size",
+        ]
+    )
+    env = {**os.environ, "HOME": str(Path(sim_kubeconfig).parent)}
+    result = await deferToThread(
+        subprocess.run,
+        ["script", "-qec", inner, "/dev/null"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.replace(b"\r", b"").strip() == b"33 101"
 
 
 @pytest_twisted.ensureDeferred

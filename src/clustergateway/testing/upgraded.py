@@ -71,6 +71,8 @@ CLOSE = 255
 CLOSE_GRACE = 5.0
 #: Most bytes queued for a port-forward target that is still connecting.
 MAX_PENDING_TARGET_BYTES = 256 * 1024
+#: How long a terminal session waits for the client's first size before starting.
+FIRST_SIZE_WAIT = 0.5
 #: kubelet's default for the client to open its SPDY streams.
 STREAM_CREATION_TIMEOUT = 30.0
 
@@ -384,9 +386,19 @@ class ExecSession:
     process: Any = None
     done: bool = False
     _resize: _ResizeDecoder | None = None
+    _sized: bool = False
+    _running: bool = False
+    _size_timer: Any = None
+    _early_stdin: list[bytes] = attrs.field(factory=list)
+    _early_close: bool = False
 
     def start(self) -> None:
-        """Spawn the command (or, for attach, the container's main process)."""
+        """Spawn the command (or, for attach, the container's main process).
+
+        With a terminal the command waits for the client's first size (kubectl
+        sends it at once) for up to :data:`FIRST_SIZE_WAIT` seconds, so a command
+        like ``stty size`` sees the real size.  Input arriving meanwhile is kept.
+        """
         options = self.options
         self.env.tty = options.tty
         argv = list(options.command) if not self.attach else ["cat"]
@@ -396,9 +408,25 @@ class ExecSession:
         except CommandNotFound as exc:
             self._end(exec_status(None, argv, error=f"failed to exec in container: {exc}"))
             return
-        if self.attach and not options.stdin:
-            return  # the main process neither reads nor ends: output nothing until detach
-        self.process.start()
+        if options.tty and not self._sized:
+            self._size_timer = self.reactor.callLater(FIRST_SIZE_WAIT, self._run)
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        if self._running or self.done or self.process is None:
+            return
+        if self._size_timer is not None and self._size_timer.active():
+            self._size_timer.cancel()
+        self._running = True
+        if not (self.attach and not self.options.stdin):
+            # (attach without stdin: the main process neither reads nor ends)
+            self.process.start()
+        early, self._early_stdin = self._early_stdin, []
+        for data in early:
+            self.stdin(data)
+        if self._early_close:
+            self.stdin_closed()
 
     def _stdout(self, data: bytes) -> None:
         if self.options.stdout and not self.done:
@@ -423,11 +451,19 @@ class ExecSession:
         self.finish()
 
     def stdin(self, data: bytes) -> None:
-        if self.process is not None and self.options.stdin and not self.done:
+        if self.process is None or not self.options.stdin or self.done:
+            return
+        if not self._running:
+            self._early_stdin.append(data)
+        else:
             self.process.stdin(data)
 
     def stdin_closed(self) -> None:
-        if self.process is not None and self.options.stdin and not self.done:
+        if self.process is None or not self.options.stdin or self.done:
+            return
+        if not self._running:
+            self._early_close = True
+        else:
             self.process.stdin_closed()
 
     def resize(self, data: bytes) -> None:
@@ -436,12 +472,16 @@ class ExecSession:
         self._resize.feed(data)
 
     def _apply_size(self, size: TerminalSize) -> None:
+        self._sized = True
         if self.process is not None and not self.done:
             self.process.resize(size)
+            self._run()
         else:
             self.env.size = size
 
     def client_gone(self) -> None:
+        if self._size_timer is not None and self._size_timer.active():
+            self._size_timer.cancel()
         if self.process is not None and not self.done:
             self.done = True
             self.process.terminate()
@@ -527,6 +567,34 @@ def serve_exec_spdy(
     connection.on_lost.append(lost)
 
 
+def _channel_sender(
+    websocket: WebSocketConnection, base64_codec: bool
+) -> Callable[[int, bytes], None]:
+    """Send ``data`` on a channel: a channel byte + bytes, or ``'0'+n`` + base64 text."""
+
+    def send(channel: int, data: bytes) -> None:
+        if base64_codec:
+            websocket.send_text(chr(ord("0") + channel) + base64.b64encode(data).decode())
+        else:
+            websocket.send(bytes([channel]) + data)
+
+    return send
+
+
+def _channel_message(message: bytes, base64_codec: bool) -> tuple[int, bytes] | None:
+    """Split a received channel message into (channel, payload); None if unusable."""
+    if not message:
+        return None
+    channel, data = message[0], message[1:]
+    if base64_codec:
+        channel -= ord("0")
+        try:
+            data = base64.b64decode(data)
+        except ValueError:
+            return None
+    return channel, data
+
+
 def serve_exec_websocket(
     websocket: WebSocketConnection,
     subprotocol: str,
@@ -537,11 +605,7 @@ def serve_exec_websocket(
     version = subprotocol.removeprefix("base64.")
     structured_status = version in ("v4.channel.k8s.io", "v5.channel.k8s.io")
 
-    def send(channel: int, data: bytes) -> None:
-        if base64_codec:
-            websocket.send_text(chr(ord("0") + channel) + base64.b64encode(data).decode())
-        else:
-            websocket.send(bytes([channel]) + data)
+    send = _channel_sender(websocket, base64_codec)
 
     def send_status(status: dict[str, Any]) -> None:
         if structured_status:
@@ -557,15 +621,10 @@ def serve_exec_websocket(
     )
 
     def on_message(message: bytes) -> None:
-        if not message:
+        parsed = _channel_message(message, base64_codec)
+        if parsed is None:
             return
-        channel, data = message[0], message[1:]
-        if base64_codec:
-            channel -= ord("0")
-            try:
-                data = base64.b64decode(data, validate=False)
-            except ValueError:
-                return
+        channel, data = parsed
         if channel == STDIN:
             session.stdin(data)
         elif channel == RESIZE:
@@ -825,11 +884,7 @@ def serve_portforward_websocket(
     remaining = {"count": len(ports)}
     forwards: dict[int, _ForwardedConnection] = {}
 
-    def send(channel: int, data: bytes) -> None:
-        if base64_codec:
-            websocket.send_text(chr(ord("0") + channel) + base64.b64encode(data).decode())
-        else:
-            websocket.send(bytes([channel]) + data)
+    send = _channel_sender(websocket, base64_codec)
 
     def one_done() -> None:
         remaining["count"] -= 1
@@ -852,15 +907,10 @@ def serve_portforward_websocket(
         )
 
     def on_message(message: bytes) -> None:
-        if not message:
+        parsed = _channel_message(message, base64_codec)
+        if parsed is None:
             return
-        channel, data = message[0], message[1:]
-        if base64_codec:
-            channel -= ord("0")
-            try:
-                data = base64.b64decode(data)
-            except ValueError:
-                return
+        channel, data = parsed
         forward = forwards.get(channel)
         if forward is not None and data:
             forward.from_client(data)
