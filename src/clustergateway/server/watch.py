@@ -342,6 +342,8 @@ class WatchStream:
         before = self.view.project(change.name, change.before)
         after = self.view.project(change.name, change.after)
         version = change.resource_version
+        if after is not None and after == before:
+            return  # nothing this watch shows changed (e.g. a VirtualCluster's token rotated)
         if after is not None:
             kind = "MODIFIED" if before is not None else "ADDED"
             self._write(_line(kind, self.view.render(after, version)))

@@ -265,3 +265,32 @@ def test_watch_options_parse() -> None:
     assert WatchOptions.parse(None, "0", False, None).timeout is None
     with pytest.raises(errors.BadRequest):
         WatchOptions.parse("-1", None, False, None)
+
+
+def test_virtual_cluster_watch_follows_managed_clusters(served: Served) -> None:
+    """OCM ManagedClusters appear in the virtualclusters watch; a valid Secret takes precedence."""
+    served.registry.replace_all([])
+    watch = Watch(
+        served,
+        "watch=true&labelSelector=cluster.core.oam.dev%2Fcontrol-plane%3Dfalse",
+        resource="virtualclusters",
+    )
+    managed = {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        "metadata": {"name": "ocm-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {
+            "hubAcceptsClient": True,
+            "managedClusterClientConfigs": [{"url": "https://m:6443"}],
+        },
+    }
+    served.registry.apply_managed_cluster("ADDED", managed)
+    served.registry.apply("ADDED", token_secret("ocm-1"))
+    served.registry.apply_managed_cluster("DELETED", managed)
+    events = watch.events()
+    assert [(e["type"], e["object"]["spec"]["credential-type"]) for e in events] == [
+        ("ADDED", "ManagedCluster"),
+        ("MODIFIED", "ServiceAccountToken"),
+    ]
+    served.registry.apply("MODIFIED", token_secret("ocm-1", token="rotated"))
+    assert len(watch.events()) == 2  # the VirtualCluster did not change
