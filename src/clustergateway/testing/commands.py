@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = [
     "CommandNotFound",
@@ -174,7 +173,7 @@ class _Base:
 class CommandEnv:
     """What commands may look at: the pod, its files, the terminal, the clock."""
 
-    reactor: IReactorTime
+    reactor: Any  # IReactorTime
     filesystem: PodFilesystem
     hostname: str = "pod"
     tty: bool = False
@@ -234,7 +233,7 @@ class _Stty(_Base):
 
 @attrs.define
 class _Sleep(_Base):
-    timer: IDelayedCall | None = None
+    timer: Any = None  # IDelayedCall
 
     def start(self) -> None:
         try:

@@ -476,7 +476,8 @@ class FrameEncoder:
 
     def _compress(self, headers: Mapping[str, str | Iterable[str]]) -> bytes:
         block = encode_header_block(headers)
-        return self._deflate.compress(block) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        compressed: bytes = self._deflate.compress(block) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        return compressed
 
     def encode(self, frame: Frame) -> bytes:
         """The wire bytes of ``frame`` (header blocks compressed in order)."""
@@ -595,7 +596,11 @@ class SpdyStream:
         if self.replied or self.was_reset:
             return
         self.replied = True
-        self.session.send_frame(SynReplyFrame(self.stream_id, dict(headers or {})))
+        reply: Headers = {
+            name.lower(): [value] if isinstance(value, str) else list(value)
+            for name, value in (headers or {}).items()
+        }
+        self.session.send_frame(SynReplyFrame(self.stream_id, reply))
 
     def write(self, data: bytes) -> None:
         """Send ``data`` on the stream (ignored once closed locally)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.interfaces import IPushProducer
@@ -308,7 +308,8 @@ class PodStreams:
                 return self._render_portforward(request, namespace, pod_name, pod)
             raise NotFound(f"pods/{subresource} is not a stream subresource")
         except StatusError as error:
-            return render_status(request, error)
+            body: bytes = render_status(request, error)
+            return body
 
     def filesystem(self, namespace: str, pod_name: str) -> PodFilesystem:
         """The in-memory files of a pod (created on first use)."""
@@ -321,7 +322,9 @@ class PodStreams:
 
     # -- log ----------------------------------------------------------------
 
-    def _render_log(self, request: Any, namespace: str, pod_name: str, pod: dict[str, Any]) -> Any:
+    def _render_log(
+        self, request: Any, namespace: str, pod_name: str, pod: dict[str, Any]
+    ) -> bytes | int:
         args = request.args
         container = resolve_container(pod, pod_name, (_values(args, "container") or [""])[-1])
         if _flag(args, "previous"):
@@ -409,9 +412,8 @@ class PodStreams:
             )
         connection = WebSocketConnection(self.reactor)
         self._track(connection)
-        take_over(
-            request, connection, websocket_head(request.getHeader(b"sec-websocket-key"), chosen)
-        )
+        head = websocket_head(request.getHeader(b"sec-websocket-key"), chosen)
+        take_over(request, cast(Any, connection), head)
         return connection, chosen or ""
 
     def _spdy_protocol(self, request: Any, supported: tuple[str, ...], allow_none: bool) -> str:
@@ -449,7 +451,7 @@ class PodStreams:
             connection = SpdyConnection(self.reactor, lambda stream: None)
             serve_exec_spdy(connection, protocol, make_session)
             self._track(connection)
-            take_over(request, connection, spdy_head(protocol))
+            take_over(request, cast(Any, connection), spdy_head(protocol))
         self._log.debug(
             "{subresource} {namespace}/{pod} over {kind}",
             subresource=subresource,
@@ -470,7 +472,7 @@ class PodStreams:
             forwarder = PortForwarder(self.reactor, connection, namespace, pod_name, uid)
             serve_portforward_spdy(forwarder, connection.session, connection.on_lost)
             self._track(connection)
-            take_over(request, connection, spdy_head(PORTFORWARD_SPDY_PROTOCOL))
+            take_over(request, cast(Any, connection), spdy_head(PORTFORWARD_SPDY_PROTOCOL))
             return NOT_DONE_YET
         offered = _header_list(request, "sec-websocket-protocol")
         if PORTFORWARD_TUNNEL_PROTOCOL in offered:

@@ -24,12 +24,13 @@ handler escapes to the reactor: it ends the connection and is logged.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -145,7 +146,9 @@ class _ReadPause:
 class _UpgradedConnection(Protocol):
     """Base of the client-facing protocols: pause bookkeeping and safe teardown."""
 
-    def __init__(self, reactor: IReactorTime) -> None:
+    transport: Any  # ITransport & IPushProducer (TCP or TLS); typed loosely for mypy
+
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self._read_pauses: set[object] = set()
         self._sources: set[Any] = set()
@@ -220,7 +223,7 @@ class _UpgradedConnection(Protocol):
 class SpdyConnection(_UpgradedConnection):
     """SPDY/3.1 on the raw (TLS) connection; ``on_stream`` gets each client stream."""
 
-    def __init__(self, reactor: IReactorTime, on_stream: Callable[[SpdyStream], None]):
+    def __init__(self, reactor: Any, on_stream: Callable[[SpdyStream], None]):
         super().__init__(reactor)
         self.session = SpdySession(
             write=self._write, close_transport=self.close_now, on_stream=on_stream
@@ -246,7 +249,7 @@ class WebSocketConnection(_UpgradedConnection):
     #: The largest message accepted (kubectl writes at most 32 KiB at a time).
     MAX_MESSAGE = 16 * 1024 * 1024
 
-    def __init__(self, reactor: IReactorTime) -> None:
+    def __init__(self, reactor: Any) -> None:
         super().__init__(reactor)
         self.ws = WsConnection(ConnectionType.SERVER)
         self.on_message: Callable[[bytes], None] = lambda data: None
@@ -374,7 +377,7 @@ class ExecSession:
     (the error stream) and ``finish`` (close streams, then the connection).
     """
 
-    reactor: IReactorTime
+    reactor: Any
     commands: CommandSet
     options: ExecOptions
     env: CommandEnv
@@ -643,6 +646,8 @@ def serve_exec_websocket(
 class _TargetProtocol(Protocol):
     """The simulator's TCP connection to ``127.0.0.1:<port>`` for one forwarded stream."""
 
+    transport: Any
+
     def __init__(self, pair: _ForwardedConnection):
         self.pair = pair
 
@@ -877,6 +882,10 @@ def serve_portforward_spdy(
     on_lost.append(forwarder.client_gone)
 
 
+def _send_text(send: Callable[[int, bytes], None], channel: int, text: str) -> None:
+    send(channel, text.encode())
+
+
 def serve_portforward_websocket(
     forwarder: PortForwarder, websocket: WebSocketConnection, ports: list[int], base64_codec: bool
 ) -> None:
@@ -900,8 +909,8 @@ def serve_portforward_websocket(
         data_channel = 2 * index
         forwards[data_channel] = forwarder.open(
             port,
-            send_data=lambda data, ch=data_channel: send(ch, data),
-            send_error=lambda text, ch=data_channel + 1: send(ch, text.encode()),
+            send_data=functools.partial(send, data_channel),
+            send_error=functools.partial(_send_text, send, data_channel + 1),
             close_data=lambda: None,
             done=one_done,
         )
