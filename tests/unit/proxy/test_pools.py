@@ -171,3 +171,37 @@ async def test_unusable_clusters_are_503(pki: Pki) -> None:
             assert name in status["message"]
     finally:
         await stop_harness(h)
+
+
+@pytest_twisted.ensureDeferred
+async def test_target_authorization_hook(upstream: Upstream, pki: Pki) -> None:
+    """With a target authorizer (``--authorize-proxy-subpath``) it sees the caller and
+    the raw target, and its Forbidden reaches the client before anything is sent."""
+    from twisted.internet import reactor
+
+    from clustergateway.errors import Forbidden
+    from tests.unit.proxy.conftest import CALLER, start_harness, stop_harness
+
+    seen: list[tuple[Any, ...]] = []
+
+    async def authorize(user: Any, cluster: str, method: str, subpath: str, query: str) -> None:
+        seen.append((user, cluster, method, subpath, query))
+        if "secrets" in subpath:
+            raise Forbidden(f'proxying to cluster "{cluster}" is forbidden')
+
+    registry = FakeRegistry()
+    registry.put(make_cluster(upstream, pki))
+    h = start_harness(reactor, registry)
+    h.proxy.authorize_target = authorize
+    try:
+        response, _ = await h.request(b"GET", "c1", "/echo/api/v1/configmaps?watch=1")
+        assert response.code == 200
+        response, body = await h.request(b"DELETE", "c1", "/api/v1/namespaces/d/secrets/s")
+        assert response.code == 403 and json.loads(body)["reason"] == "Forbidden"
+        assert seen == [
+            (CALLER, "c1", "GET", "/echo/api/v1/configmaps", "watch=1"),
+            (CALLER, "c1", "DELETE", "/api/v1/namespaces/d/secrets/s", ""),
+        ]
+        assert len(upstream.requests) == 1
+    finally:
+        await stop_harness(h)
