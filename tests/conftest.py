@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.tools",
     "tests.fixtures.simulator",
     "tests.fixtures.gateway",
+    "tests.fixtures.proxy",
 ]
