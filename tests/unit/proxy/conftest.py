@@ -30,6 +30,7 @@ from clustergateway.registry.model import (
     RegistryEntry,
     RegistryListener,
 )
+from tests.fixtures.proxy import RawClient
 from tests.unit.proxy.upstream import Upstream
 
 CALLER = UserInfo("alice", ("team-a", "system:authenticated"), "uid-1", {"scope": ["x"]})
@@ -248,40 +249,6 @@ def read_body(response: IResponse) -> Deferred[bytes]:
     done: Deferred[bytes] = Deferred()
     response.deliverBody(_Collect(done))
     return done
-
-
-class RawClient(Protocol):
-    """A raw TCP client: send bytes, wait for received bytes or the close."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed: Deferred[None] = Deferred()
-        self._waiters: list[tuple[Callable[[bytes], bool], Deferred[bytes]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        for item in list(self._waiters):
-            check, d = item
-            if check(self.data):
-                self._waiters.remove(item)
-                d.callback(self.data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        for _, d in self._waiters:
-            d.errback(AssertionError(f"closed; received {self.data[:300]!r}"))
-        self._waiters = []
-        self.closed.callback(None)
-
-    def wait_for(self, check: Callable[[bytes], bool]) -> Deferred[bytes]:
-        d: Deferred[bytes] = Deferred()
-        if check(self.data):
-            d.callback(self.data)
-        else:
-            self._waiters.append((check, d))
-        return d
-
-    def wait_contains(self, needle: bytes) -> Deferred[bytes]:
-        return self.wait_for(lambda data: needle in data)
 
 
 async def raw_connect(reactor: Any, port: int) -> RawClient:
