@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.gateway",
     "tests.fixtures.proxy",
+    "tests.fixtures.auth",
 ]
