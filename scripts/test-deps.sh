@@ -3,7 +3,7 @@
 # Installs only what is missing; needs root (CI and the dev machines run as root).
 set -euo pipefail
 need=()
-for pkg_bin in tinyproxy:tinyproxy microsocks:microsocks bsdutils:script; do
+for pkg_bin in tinyproxy:tinyproxy microsocks:microsocks bsdutils:script curl:curl; do
   pkg=${pkg_bin%%:*}; bin=${pkg_bin##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -257,3 +257,51 @@ async def test_audit_lines_for_each_case(auth_gateway_factory) -> None:
     assert "identity" not in lines[2]
     text = env.audit_path.read_text()
     assert "bob-token" not in text and "managed-token" not in text
+
+
+async def curl(env, *args: str) -> tuple[str, str]:
+    """Run curl (HTTP/2) against the gateway; returns (http_version http_code, body)."""
+    import subprocess
+
+    from twisted.internet.threads import deferToThread
+
+    command = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--http2",
+        "--cacert",
+        str(env.gateway.ca_path),
+        "--write-out",
+        "\n%{http_version} %{http_code}",
+        *args,
+    ]
+    done = await deferToThread(subprocess.run, command, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    body, _, status = done.stdout.decode().rpartition("\n")
+    return status, body
+
+
+@pytest_twisted.ensureDeferred
+async def test_front_proxy_over_http2(auth_gateway_factory) -> None:
+    """The hub's aggregator speaks h2: the front-proxy certificate is found on the h2
+    connection too, and headers without it are still 401."""
+    env = await auth_gateway_factory()
+    cert, key = env.key_files(env.hub.pki.front_proxy_client, "front")
+    url = env.gateway.url + GROUP_PATH
+    status, body = await curl(
+        env,
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "-H",
+        "X-Remote-User: alice",
+        "-H",
+        "X-Remote-Group: dev",
+        url,
+    )
+    assert status == "2 200", body
+    assert hub_reviews_for(env.hub, "alice")[0]["groups"] == ["dev", "system:authenticated"]
+    status, body = await curl(env, "-H", "X-Remote-User: alice", url)
+    assert status == "2 401" and json.loads(body)["reason"] == "Unauthorized"
