@@ -41,22 +41,21 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
+def _first_value(headers: Headers, names: tuple[str, ...]) -> str:
+    """The first non-empty value of the first header in ``names`` that has one."""
+    for header in names:
+        values = headers.getRawHeaders(header.encode())
+        if values and values[0]:
+            return _text(values[0])
+    return ""
+
+
 def user_from_headers(headers: Headers, config: RequestHeaderConfig) -> UserInfo | None:
     """The user the front proxy named, or None when no username header has a value."""
-    name = ""
-    for header in config.username_headers:
-        values = headers.getRawHeaders(header.encode())
-        if values and values[0]:
-            name = _text(values[0])
-            break
+    name = _first_value(headers, config.username_headers)
     if not name:
         return None
-    uid = ""
-    for header in config.uid_headers:
-        values = headers.getRawHeaders(header.encode())
-        if values and values[0]:
-            uid = _text(values[0])
-            break
+    uid = _first_value(headers, config.uid_headers)
     groups = [
         _text(value)
         for header in config.group_headers
