@@ -305,3 +305,52 @@ async def test_front_proxy_over_http2(auth_gateway_factory) -> None:
     assert hub_reviews_for(env.hub, "alice")[0]["groups"] == ["dev", "system:authenticated"]
     status, body = await curl(env, "-H", "X-Remote-User: alice", url)
     assert status == "2 401" and json.loads(body)["reason"] == "Unauthorized"
+
+
+@pytest_twisted.ensureDeferred
+async def test_exec_is_audited_with_the_upgrade_code(auth_gateway_factory, tmp_path) -> None:
+    """kubectl exec through the proxy (client certificate) leaves an audit line with the
+    cluster, the caller and the 101 of the spliced connection."""
+    env = await auth_gateway_factory()
+    carol = env.hub.issue_client_cert("carol", ["ops"])
+    cert, key = env.key_files(carol, "carol")
+    kubeconfig = tmp_path / "carol-proxy.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c1",
+                        "cluster": {
+                            "server": env.gateway.url + env.proxy_path(""),
+                            "certificate-authority": str(env.gateway.ca_path),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "carol",
+                        "user": {"client-certificate": str(cert), "client-key": str(key)},
+                    }
+                ],
+                "contexts": [{"name": "c1", "context": {"cluster": "c1", "user": "carol"}}],
+                "current-context": "c1",
+            }
+        )
+    )
+    done = await run_kubectl(
+        kubectl_binary("1.33"), kubeconfig, "exec", "-n", "default", "demo", "--", "echo", "hi"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"hi\n"
+    from tests.fixtures.gateway import wait_until
+
+    def exec_lines():
+        return [line for line in env.audit_lines() if line["path"].endswith("/exec")]
+
+    await wait_until(lambda: bool(exec_lines()))
+    [line] = exec_lines()
+    assert (line["user"], line["cluster"], line["code"]) == ("carol", "c1", 101)
+    assert line["resource"] == "clustergateways/proxy" and "aborted" not in line

@@ -83,7 +83,7 @@ class AuditRecord:
         out["code"] = int(getattr(request, "code", 0) or 0)
         out["latencySeconds"] = round(max(finished - self.started, 0.0), 6)
         out["bytes"] = int(getattr(request, "sentLength", 0) or 0)
-        if aborted:
+        if aborted and out["code"] != 101:  # a spliced connection always ends by closing
             out["aborted"] = True
         out["remote"] = self.remote
         if self.user_agent:

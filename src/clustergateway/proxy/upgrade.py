@@ -220,6 +220,8 @@ class UpgradeSplice:
         if code is None:
             self._fail_head("the cluster sent an invalid response")
             return
+        # The head is relayed raw, past Request.setResponseCode: record the code for logs/audit.
+        self.request.code = code
         if code == 101:
             self._switch(head, rest)
         elif code < 200:
