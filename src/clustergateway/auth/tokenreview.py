@@ -60,7 +60,8 @@ def user_from_review(status: Any) -> UserInfo | None:
     if not isinstance(name, str) or not name:
         return None
     groups = [g for g in user.get("groups") or [] if isinstance(g, str)]
-    uid = user.get("uid") if isinstance(user.get("uid"), str) else ""
+    raw_uid = user.get("uid")
+    uid = raw_uid if isinstance(raw_uid, str) else ""
     extra_raw = user.get("extra") or {}
     extra = {
         str(k): [v for v in vs if isinstance(v, str)]
