@@ -354,3 +354,71 @@ async def test_exec_is_audited_with_the_upgrade_code(auth_gateway_factory, tmp_p
     [line] = exec_lines()
     assert (line["user"], line["cluster"], line["code"]) == ("carol", "c1", 101)
     assert line["resource"] == "clustergateways/proxy" and "aborted" not in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_kubectl_as_is_authorized_as_impersonation(auth_gateway_factory, tmp_path) -> None:
+    """`kubectl --as` sent straight to the gateway: the hub reviews carol's `impersonate`,
+    the request runs as bob; a denied impersonation is 403 and the audit names both."""
+    env = await auth_gateway_factory()
+    carol = env.hub.issue_client_cert("carol", ["ops"])
+    cert, key = env.key_files(carol, "carol")
+    kubeconfig = tmp_path / "carol.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "gw",
+                        "cluster": {
+                            "server": env.gateway.url,
+                            "certificate-authority": str(env.gateway.ca_path),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "carol",
+                        "user": {"client-certificate": str(cert), "client-key": str(key)},
+                    }
+                ],
+                "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "carol"}}],
+                "current-context": "gw",
+            }
+        )
+    )
+    kubectl = kubectl_binary("1.33")
+    done = await run_kubectl(
+        kubectl,
+        kubeconfig,
+        "--as",
+        "bob",
+        "--as-group",
+        "dev",
+        "get",
+        "clustergateways",
+        "-o",
+        "name",
+    )
+    assert done.returncode == 0, done.stderr
+    impersonate = [
+        r["spec"]["resourceAttributes"]
+        for r in env.hub.access_reviews
+        if r["spec"].get("resourceAttributes", {}).get("verb") == "impersonate"
+    ]
+    assert {(a["resource"], a["name"]) for a in impersonate} == {
+        ("users", "bob"),
+        ("groups", "dev"),
+    }
+    assert any(
+        r["spec"]["user"] == "bob" and r["spec"]["groups"] == ["dev", "system:authenticated"]
+        for r in env.hub.access_reviews
+    )
+    env.hub.faults.deny.add(("carol", "impersonate", "users"))
+    denied = await run_kubectl(kubectl, kubeconfig, "--as", "root", "get", "clustergateways")
+    assert denied.returncode != 0
+    assert 'users "root" is forbidden: User "carol" cannot impersonate' in denied.stderr.decode()
+    lines = [line for line in env.audit_lines() if line.get("impersonatedBy") == "carol"]
+    assert {line["user"] for line in lines} >= {"bob"}

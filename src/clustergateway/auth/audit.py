@@ -65,14 +65,18 @@ class AuditRecord:
     ) -> dict[str, Any]:
         """The JSON object written for this request."""
         info = parse_request_info(self.method, self.path, {})
+        caller: UserInfo | None = getattr(request, "cg_caller", None)
+        user = self.user or caller
         out: dict[str, Any] = {
             "time": _rfc3339(self.started),
-            "user": self.user.name if self.user else "",
-            "groups": list(self.user.groups) if self.user else [],
+            "user": user.name if user else "",
+            "groups": list(user.groups) if user else [],
             "method": self.method,
             "verb": info.verb,
             "path": self.path,
         }
+        if caller is not None and caller != user:
+            out["impersonatedBy"] = caller.name
         if info.is_resource_request and info.api_group == api_group:
             out["resource"] = info.resource + (f"/{info.subresource}" if info.subresource else "")
             if info.resource == "clustergateways" and info.name:

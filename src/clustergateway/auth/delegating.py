@@ -9,9 +9,12 @@ Authentication tries, in the apiserver's order (``DelegatingAuthenticatorConfig`
 
 The first that names a user wins and ``system:authenticated`` is added to its
 groups.  ``X-Remote-*`` headers without a front-proxy certificate are never
-believed: such a request is authenticated by its certificate or token, or
-not at all.  Nobody authenticated → 401 ``Unauthorized`` — except on the
+believed: such a request is authenticated by its certificate or token, or not
+at all.  Nobody authenticated → 401 ``Unauthorized`` — except on the
 always-allowed health paths, where the caller is ``system:anonymous``.
+``Impersonate-*`` headers from a direct caller are then applied like the
+apiserver does, each part authorized at the hub
+(:mod:`clustergateway.auth.impersonation`).
 
 Authorization is the SubjectAccessReview authorizer
 (:class:`~clustergateway.auth.sar.SubjectAccessReviewAuthorizer`).
@@ -28,6 +31,7 @@ from twisted.web.iweb import IRequest
 from clustergateway.auth.authconfig import AuthConfig
 from clustergateway.auth.clientcert import PeerCertificates, user_from_certificate
 from clustergateway.auth.guard import RequestAttributes
+from clustergateway.auth.impersonation import impersonated_user, requested_impersonation
 from clustergateway.auth.requestheader import FrontProxyRejected, front_proxy_user
 from clustergateway.auth.sar import SubjectAccessReviewAuthorizer, path_always_allowed
 from clustergateway.auth.tokenreview import TokenReviewAuthenticator, bearer_token
@@ -74,6 +78,15 @@ class DelegatingGuard:
     _log = Logger()
 
     async def authenticate(self, request: IRequest) -> UserInfo:
+        """The caller — or whom the caller impersonates, once the hub allowed it."""
+        caller = await self._caller(request)
+        wanted = requested_impersonation(request.requestHeaders)
+        if wanted is None:
+            return caller
+        request.cg_caller = caller  # the audit names the real caller too
+        return await impersonated_user(caller, wanted, self.authorizer.authorize)
+
+    async def _caller(self, request: IRequest) -> UserInfo:
         config = self.trust.current
         peer = self.peers.of(request)
         problems: list[str] = []

@@ -190,3 +190,33 @@ def test_authenticated_group_adder() -> None:
     assert with_authenticated_group(UserInfo("x", ("system:unauthenticated",))).groups == (
         "system:unauthenticated",
     )
+
+
+def test_direct_caller_impersonation_is_authorized_at_the_hub() -> None:
+    """Impersonate-User from a client-cert caller: reviewed as `impersonate`, then applied."""
+    fx = make_guard()
+    req = request(pki().alice, [(b"Impersonate-User", b"bob"), (b"Impersonate-Group", b"g")])
+    user = authenticate(fx, req)
+    assert user == UserInfo("bob", ("g", "system:authenticated"))
+    assert req.cg_caller.name == "alice"
+    reviews = [b["spec"] for _, b in fx.hub.calls]
+    assert [(r["user"], r["resourceAttributes"]["resource"]) for r in reviews] == [
+        ("alice", "users"),
+        ("alice", "groups"),
+    ]
+
+
+def test_denied_impersonation_is_403() -> None:
+    """Impersonating someone the hub does not allow is a 403 naming the impersonated user."""
+    fx = make_guard()
+    req = request(None, [(b"Authorization", b"Bearer good"), (b"Impersonate-User", b"root")])
+    fx.hub.answer = lambda path, body: (
+        hub_answer(path, body)
+        if path.endswith("tokenreviews")
+        else {"status": {"allowed": False, "reason": "no"}}
+    )
+    with pytest.raises(Forbidden) as info:
+        authenticate(fx, req)
+    assert info.value.message.startswith(
+        'users "root" is forbidden: User "tokenuser" cannot impersonate resource "users"'
+    )
