@@ -429,3 +429,11 @@ def test_resolver_invalid_annotation_is_a_503_naming_cluster_and_rule() -> None:
         assert "'c1'" in info.value.message and "rule #0 'robots'" in info.value.message
     # Requests that use the Secret's credential are unaffected.
     assert resolver.identity_for(cluster("c1", bad), ALICE, request()) is None
+
+
+def test_shipped_example_loads() -> None:
+    """examples/client-identity-exchanger/config.yaml is the Go example and validates."""
+    path = Path(__file__).parents[3] / "examples" / "client-identity-exchanger" / "config.yaml"
+    config = ProxyConfig.load(path)
+    assert config == ProxyConfig.parse(GO_EXAMPLE)
+    assert [r.name for r in config.rules] == ["super-user", "mapping"]
