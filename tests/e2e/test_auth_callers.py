@@ -14,7 +14,7 @@ import pytest_twisted
 
 from clustergateway.auth.user import UserInfo
 from clustergateway.certs import issue_cert
-from tests.fixtures.auth import GROUP_PATH, call
+from tests.fixtures.auth import GROUP_PATH, call, client_cert_kubeconfig
 from tests.fixtures.simulator import run_kubectl
 from tests.fixtures.tools import kubectl_binary
 
@@ -178,33 +178,7 @@ async def test_kubectl_with_a_client_certificate(auth_gateway_factory, tmp_path)
     through the proxy URL, the managed cluster's namespaces."""
     env = await auth_gateway_factory()
     carol = env.hub.issue_client_cert("carol", ["ops"])
-    cert, key = env.key_files(carol, "carol")
-    kubeconfig = tmp_path / "carol.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "gw",
-                        "cluster": {
-                            "server": env.gateway.url,
-                            "certificate-authority": str(env.gateway.ca_path),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "carol",
-                        "user": {"client-certificate": str(cert), "client-key": str(key)},
-                    }
-                ],
-                "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "carol"}}],
-                "current-context": "gw",
-            }
-        )
-    )
+    kubeconfig = client_cert_kubeconfig(env, carol, tmp_path / "carol.kubeconfig", env.gateway.url)
     kubectl = kubectl_binary("1.33")
     listed = await run_kubectl(kubectl, kubeconfig, "get", "clustergateways", "-o", "name")
     assert listed.returncode == 0, listed.stderr
@@ -313,32 +287,8 @@ async def test_exec_is_audited_with_the_upgrade_code(auth_gateway_factory, tmp_p
     cluster, the caller and the 101 of the spliced connection."""
     env = await auth_gateway_factory()
     carol = env.hub.issue_client_cert("carol", ["ops"])
-    cert, key = env.key_files(carol, "carol")
-    kubeconfig = tmp_path / "carol-proxy.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c1",
-                        "cluster": {
-                            "server": env.gateway.url + env.proxy_path(""),
-                            "certificate-authority": str(env.gateway.ca_path),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "carol",
-                        "user": {"client-certificate": str(cert), "client-key": str(key)},
-                    }
-                ],
-                "contexts": [{"name": "c1", "context": {"cluster": "c1", "user": "carol"}}],
-                "current-context": "c1",
-            }
-        )
+    kubeconfig = client_cert_kubeconfig(
+        env, carol, tmp_path / "carol-proxy.kubeconfig", env.gateway.url + env.proxy_path("")
     )
     done = await run_kubectl(
         kubectl_binary("1.33"), kubeconfig, "exec", "-n", "default", "demo", "--", "echo", "hi"
@@ -362,33 +312,7 @@ async def test_kubectl_as_is_authorized_as_impersonation(auth_gateway_factory, t
     the request runs as bob; a denied impersonation is 403 and the audit names both."""
     env = await auth_gateway_factory()
     carol = env.hub.issue_client_cert("carol", ["ops"])
-    cert, key = env.key_files(carol, "carol")
-    kubeconfig = tmp_path / "carol.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "gw",
-                        "cluster": {
-                            "server": env.gateway.url,
-                            "certificate-authority": str(env.gateway.ca_path),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "carol",
-                        "user": {"client-certificate": str(cert), "client-key": str(key)},
-                    }
-                ],
-                "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "carol"}}],
-                "current-context": "gw",
-            }
-        )
-    )
+    kubeconfig = client_cert_kubeconfig(env, carol, tmp_path / "carol.kubeconfig", env.gateway.url)
     kubectl = kubectl_binary("1.33")
     done = await run_kubectl(
         kubectl,
