@@ -13,7 +13,7 @@ retry), logged with its cause.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -157,6 +157,10 @@ class SubjectAccessReviewAuthorizer:
     allowed_ttl: float = 10.0
     denied_ttl: float = 10.0
     always_allow_paths: tuple[str, ...] = DEFAULT_ALWAYS_ALLOW_PATHS
+    #: ``(success, seconds)`` of every proxy-target review (the Go metric
+    #: ``ocm_proxy_cluster_escalation_access_review_duration_seconds``);
+    #: ``success`` is False when the hub could not decide.
+    on_target_review: Callable[[bool, float], None] | None = None
     _cache: ReviewCache[tuple[UserInfo, RequestAttributes], Decision] = attrs.field(init=False)
     _log = Logger()
 
@@ -193,7 +197,13 @@ class SubjectAccessReviewAuthorizer:
         would use (collection GET → ``list``, ``watch=true`` → ``watch``).
         """
         attributes = target_attributes(method, subpath, query_string)
-        decision = await self.decide(user, attributes)
+        started = self.clock.seconds()
+        try:
+            decision = await self.decide(user, attributes)
+        except ServiceUnavailable:
+            self._observe_target(False, started)
+            raise
+        self._observe_target(True, started)
         if not decision.allowed:
             raise forbidden(
                 user,
@@ -201,6 +211,10 @@ class SubjectAccessReviewAuthorizer:
                 decision.reason,
                 prefix=f'proxying to cluster "{cluster}" is forbidden',
             )
+
+    def _observe_target(self, success: bool, started: float) -> None:
+        if self.on_target_review is not None:
+            self.on_target_review(success, self.clock.seconds() - started)
 
     async def _review(self, user: UserInfo, attributes: RequestAttributes) -> Decision:
         try:

@@ -372,3 +372,23 @@ def test_forbidden_for_collection() -> None:
     assert forbidden(BOB, attrs_).message.startswith(
         "clustergateways.cluster.core.oam.dev is forbidden: "
     )
+
+
+def test_proxy_target_reviews_are_observed() -> None:
+    """Each target review reports (success, seconds): decided → True, hub failure → False."""
+    clock = Clock()
+    seen: list[tuple[bool, float]] = []
+    hub = FakeHub()
+    authz = SubjectAccessReviewAuthorizer(
+        hub, clock, on_target_review=lambda ok, s: seen.append((ok, s))
+    )
+    d = ensureDeferred(authz.authorize_proxy_target(BOB, "c1", "GET", "/api/v1/pods", ""))
+    clock.advance(0.25)
+    hub.release({"status": {"allowed": False}})
+    with pytest.raises(Forbidden):
+        result(d)
+    d = ensureDeferred(authz.authorize_proxy_target(BOB, "c1", "GET", "/api/v1/nodes", ""))
+    hub.release(ConnectionRefusedError("down"))
+    with pytest.raises(ServiceUnavailable):
+        result(d)
+    assert seen == [(True, 0.25), (False, 0.0)]
