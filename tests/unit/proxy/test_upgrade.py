@@ -85,7 +85,7 @@ async def test_cluster_closing_closes_client(harness: Harness, upstream: Upstrea
     client.transport.write(SPDY_HEAD)
     await client.wait_contains(b"101 Switching")
     await eventually(reactor(), lambda: len(upstream.upgraded) == 1)
-    upstream.upgraded[0].transport.loseConnection()
+    upstream.upgraded[0].close()
     await client.closed
 
 

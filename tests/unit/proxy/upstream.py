@@ -85,12 +85,21 @@ class UpperEcho(Protocol):
     def connectionMade(self) -> None:
         self.upstream.upgraded.append(self)
         self.received = b""
+        # Stop reading while the echo cannot be written: a well-behaved peer, so
+        # backpressure tests measure the gateway, not this server.
+        self.transport.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
-        self.received += data
+        if len(self.received) < 65536:
+            self.received += data
         self.upstream.upgrade_bytes += len(data)
         if self.upstream.echo_upgrades:
             self.transport.write(data.upper())
+
+    def close(self) -> None:
+        """End the stream from the cluster's side."""
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.upstream.upgrades_closed += 1
