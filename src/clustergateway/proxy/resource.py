@@ -27,6 +27,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from clustergateway.auth.identity import IdentityResolver, Impersonation
+from clustergateway.auth.subpath import target_request_info
 from clustergateway.auth.user import UserInfo
 from clustergateway.errors import (
     InternalError,
@@ -34,6 +35,8 @@ from clustergateway.errors import (
     StatusError,
     render_status,
 )
+from clustergateway.observe.labels import request_labels
+from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
 from clustergateway.proxy.forward import BytesBody, StreamingForward, finish_with_status
@@ -104,6 +107,8 @@ class ClusterProxy:
     settings: ProxySettings = attrs.field(factory=ProxySettings)
     _unsubscribe: Callable[[], None] | None = None
     authorize_target: TargetCheck | None = None
+    #: Where requests are counted (``observe.metrics``); None records nothing.
+    metrics: GatewayMetrics | None = None
 
     _log = Logger()
 
@@ -148,6 +153,8 @@ class ClusterProxy:
         Returns the bytes of a ``Status`` for errors found at once (unknown
         cluster), else ``NOT_DONE_YET``: the response is written later.
         """
+        if self.metrics is not None:
+            self._record(self.metrics, request, cluster_name, subpath)
         try:
             cluster = self.registry.get(cluster_name)
         except StatusError as e:
@@ -155,6 +162,41 @@ class ClusterProxy:
         d = ensureDeferred(self._proxy(request, cluster, subpath, user))
         d.addErrback(self._failed, request, cluster_name)
         return NOT_DONE_YET
+
+    def _record(
+        self, metrics: GatewayMetrics, request: Request, cluster_name: str, subpath: bytes
+    ) -> None:
+        """In flight from now; counted with the code the caller got when it ends.
+
+        That is when the response finishes or the client leaves; for an
+        upgrade, when the spliced connection closes (the splice sets
+        ``request.code`` to the 101 or the code it relayed).
+        """
+        recorder = metrics.cluster(cluster_name)
+        resource, verb = request_labels(
+            target_request_info(
+                request.method.decode("ascii", "replace"),
+                subpath.decode("utf-8", "replace"),
+                split_uri(request.uri)[1].decode("utf-8", "replace"),
+            )
+        )
+        content = request.content  # the whole body is in by now; Twisted closes it at the end
+        body_length = 0
+        if content is not None:
+            position = content.tell()
+            body_length = content.seek(0, 2)
+            content.seek(position)
+        started = self.reactor.seconds()
+        recorder.inflight(+1)
+
+        def ended(_: object) -> None:
+            recorder.inflight(-1)
+            recorder.bytes(body_length, request.sentLength)
+            recorder.request_finished(
+                resource, verb, request.code, self.reactor.seconds() - started
+            )
+
+        request.notifyFinish().addBoth(ended)
 
     async def _proxy(
         self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo

@@ -70,6 +70,9 @@ class FakeRegistry:
                 name, secret, error=f'secret vela-system/{name}: missing data key "endpoint"'
             )
 
+    def put(self, cluster: ClusterGateway) -> None:
+        self.by_name[cluster.name] = RegistryEntry(cluster.name, {}, gateway=cluster)
+
     def get(self, name: str) -> ClusterGateway:
         entry = self.by_name.get(name)
         if entry is None:
