@@ -215,3 +215,65 @@ async def test_errors_are_status_objects(proxied: ProxiedCluster) -> None:
         status: dict[str, Any] = json.loads(body)
         assert (status["kind"], status["code"], status["reason"]) == ("Status", code, reason)
         assert text in status["message"], status
+
+
+def h2_get(port: int, ca_path: str, path: bytes, timeout: float = 10) -> tuple[Any, bytes, str]:
+    """One HTTP/2 GET (blocking): ``(headers, body, outcome)``; outcome is ``ended``
+    (END_STREAM), ``reset`` (RST_STREAM) or ``closed`` (connection closed)."""
+    import socket
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = ssl.create_default_context(cafile=ca_path)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            request_headers = [
+                (":method", "GET"),
+                (":path", path.decode()),
+                (":scheme", "https"),
+                (":authority", "gateway"),
+            ]
+            conn.send_headers(1, request_headers, end_stream=True)
+            tls.sendall(conn.data_to_send())
+            headers: Any = None
+            body = b""
+            outcome = ""
+            while not outcome:
+                data = tls.recv(65536)
+                if not data:
+                    outcome = "closed"
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        headers = dict(event.headers)
+                    elif isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                        conn.acknowledge_received_data(len(event.data), event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        outcome = "ended"
+                    elif isinstance(event, h2.events.StreamReset):
+                        outcome = "reset"
+                tls.sendall(conn.data_to_send())
+            return headers, body, outcome
+
+
+@pytest_twisted.ensureDeferred
+async def test_http2_streams_and_truncation(proxied: ProxiedCluster, echo: Upstream) -> None:
+    """Over HTTP/2 (as the hub's aggregator speaks) answers stream back whole, and a body
+    the cluster cut short ends in a stream reset, never a clean END_STREAM."""
+    from twisted.internet.threads import deferToThread
+
+    port, ca = proxied.gateway.port, str(proxied.gateway.ca_path)
+    headers, body, outcome = await deferToThread(h2_get, port, ca, ECHO + b"/chunked?size=70000")
+    assert (headers[b":status"], outcome, body) == (b"200", "ended", b"y" * 70000)
+    headers, body, outcome = await deferToThread(h2_get, port, ca, ECHO + b"/cut")
+    assert headers[b":status"] == b"200"
+    assert body == b'{"type":"ADDED"}\n'
+    assert outcome == "reset"

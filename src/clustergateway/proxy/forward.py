@@ -38,7 +38,13 @@ from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, rende
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
 from clustergateway.proxy.headers import response_headers
 
-__all__ = ["BytesBody", "StreamingForward", "finish_with_status", "upstream_error"]
+__all__ = [
+    "BytesBody",
+    "StreamingForward",
+    "break_response",
+    "finish_with_status",
+    "upstream_error",
+]
 
 _NO_BODY_CODES = frozenset({204, 304})
 
@@ -69,16 +75,31 @@ class BytesBody:
         pass
 
 
+def break_response(request: Request) -> None:
+    """End a response the client must see as incomplete.
+
+    HTTP/1.1: close the connection (no terminal chunk, or fewer bytes than
+    announced).  HTTP/2: reset the stream — ``loseConnection`` there would send
+    END_STREAM, a clean end.
+    """
+    if request.clientproto == b"HTTP/2":
+        abort = getattr(request.channel, "abortConnection", None)
+        if abort is not None:
+            abort()
+            return
+    request.loseConnection()
+
+
 def finish_with_status(request: Request, error: StatusError) -> None:
     """Answer ``request`` with ``error`` if it can still be answered.
 
-    After the response head went out, the connection is dropped instead: the
+    After the response head went out, the response is broken off instead: the
     client must not mistake a broken stream for a complete one.
     """
     if getattr(request, "_disconnected", False) or request.finished:
         return
     if request.startedWriting:
-        request.loseConnection()
+        break_response(request)
         return
     request.write(render_status(request, error))
     request.finish()
@@ -260,4 +281,4 @@ class StreamingForward:
         )
         if not request.startedWriting:
             request.write(b"")
-        request.loseConnection()
+        break_response(request)

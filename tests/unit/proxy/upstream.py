@@ -9,6 +9,7 @@ by path so each proxy behaviour can be provoked exactly —
 - ``/chunked?size=N``: N bytes chunked, then the terminal chunk;
 - ``/watch``: a chunked stream kept open; ``push(line)`` writes to every one;
 - ``/truncate``: promises 100 bytes, sends 10, closes;
+- ``/cut``: starts a chunked body, closes without the terminal chunk;
 - ``/hang``: never answers;
 - ``/status/<code>``: that code with a small JSON body;
 - ``/nolength``: a body without length on a connection it then closes;
@@ -163,6 +164,11 @@ class UpstreamResource(Resource):
             request.setHeader(b"content-length", b"100")
             request.write(b"0123456789")
             request.loseConnection()
+            return NOT_DONE_YET
+        if path.startswith(b"/cut"):
+            request.setHeader(b"content-type", b"application/json")
+            request.write(b'{"type":"ADDED"}\n')
+            request.channel.loseConnection()  # chunked, no terminal chunk
             return NOT_DONE_YET
         if path.startswith(b"/hang"):
             up.hanging.append(request)
