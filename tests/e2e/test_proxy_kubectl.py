@@ -10,18 +10,16 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
 from tests.e2e.api_helpers import StreamingKubectl
+from tests.e2e.test_simulator_streams import _echo_server, _exchange
 from tests.fixtures.gateway import wait_until
 from tests.fixtures.proxy import ProxiedCluster
 from tests.fixtures.simulator import run_kubectl
@@ -162,48 +160,6 @@ async def test_websocket_refusal_falls_back_to_spdy(proxied: ProxiedCluster) -> 
         if r.path.endswith("/exec")
     ]
     assert upgrades == ["websocket", "spdy/3.1"]
-
-
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
-
-
-def _echo_server() -> Any:
-    from twisted.internet import reactor
-    from twisted.internet.interfaces import IHalfCloseableProtocol
-    from zope.interface import directlyProvides
-
-    def build() -> Protocol:
-        protocol = _Echo()
-        directlyProvides(protocol, IHalfCloseableProtocol)
-        return protocol
-
-    return reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
-
-
-def _exchange(port: int, payload: bytes, timeout: float = 20) -> bytes | None:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        received = bytearray()
-        ended = threading.Event()
-
-        def reader() -> None:
-            try:
-                while chunk := conn.recv(65536):
-                    received.extend(chunk)
-                ended.set()
-            except OSError:
-                pass
-
-        thread = threading.Thread(target=reader)
-        thread.start()
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        thread.join(timeout)
-        return bytes(received) if ended.is_set() else None
 
 
 @pytest_twisted.ensureDeferred

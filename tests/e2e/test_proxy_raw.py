@@ -19,6 +19,7 @@ from clustergateway.certs import issue_cert, make_ca
 from clustergateway.registry.samples import cluster_secret
 from tests.fixtures.gateway import PROXY_PATH, wait_until
 from tests.fixtures.proxy import ProxiedCluster, RawClient, raw_tls_connect
+from tests.fixtures.simulator import _complete
 from tests.unit.proxy.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -62,21 +63,10 @@ def body_of(data: bytes) -> bytes:
     return body
 
 
-def complete(data: bytes) -> bool:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return body.endswith(b"0\r\n\r\n")
-
-
 async def exchange(proxied: ProxiedCluster, request: bytes) -> tuple[bytes, bytes]:
     client = await connect(proxied)
     client.transport.write(request)
-    data = await client.wait_for(complete)
+    data = await client.wait_for(_complete)
     client.transport.loseConnection()
     head, _, _ = data.partition(b"\r\n\r\n")
     return head, body_of(data)
