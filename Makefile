@@ -22,3 +22,13 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src tests
+
+# Side-by-side load runs (bench/README.md): direct vs kubectl proxy vs the gateway.
+.PHONY: bench bench-quick
+bench: venv
+	bash scripts/bench-deps.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: venv
+	bash scripts/bench-deps.sh
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

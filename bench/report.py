@@ -1,0 +1,639 @@
+"""Turning a run's results into Markdown tables, the targets table and PNG plots.
+
+Everything here reads the results dict only (the same one written as JSON),
+so a report can be rebuilt from any saved ``bench/results/<date>.json``:
+``python -m bench.report bench/results/<date>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "plots", "targets_markdown", "targets_table", "update_readme"]
+
+ORDER = ("direct", "kubectl-proxy", "gateway")
+
+
+def _get(data: Any, *keys: Any) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and abs(value) >= 100:
+        return f"{value:,.0f}{suffix}"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}×"
+
+
+def _pcts(latency_us: dict[str, float], keys: tuple[str, ...]) -> str:
+    return " / ".join(f"{latency_us[k] / 1000:.3f}" for k in keys)
+
+
+PROXY, LOAD = "0", "1"
+
+
+def _busy(ours: float | None, row: dict[str, Any], core: str) -> str:
+    """``ours / all``: our processes' share of a core and every process's (other work)."""
+    every = _get(row, "core_busy_all", core)
+    text = "n/a" if ours is None else f"{ours:.2f}"
+    return text + (f" / {every:.2f}" if every is not None else "")
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else us / 1000
+
+
+def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's performance targets with the measured values (None: not measured)."""
+    scen = results.get("scenarios", {})
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        name: str, goal: str, kp: Any, gw: Any, measured: float | None, ok: bool | None, shown: str
+    ) -> None:
+        rows.append(
+            {
+                "target": name,
+                "goal": goal,
+                "kubectl_proxy": kp,
+                "gateway": gw,
+                "measured": measured,
+                "shown": shown,
+                "met": ok,
+            }
+        )
+
+    sg = scen.get("small_get", {})
+    kp16 = _get(sg, "max_rate", "16", "kubectl-proxy", "rps")
+    gw16 = _get(sg, "max_rate", "16", "gateway", "rps")
+    r = _ratio(gw16, kp16)
+    add(
+        "Small-GET throughput, 16 clients",
+        "≥ 1.0× kubectl proxy",
+        _fmt(kp16, 0, " req/s"),
+        _fmt(gw16, 0, " req/s"),
+        r,
+        None if r is None else r >= 1.0,
+        _x(r),
+    )
+    kp_cpu = _get(sg, "max_rate", "16", "kubectl-proxy", "cpu_us_per_request")
+    gw_cpu = _get(sg, "max_rate", "16", "gateway", "cpu_us_per_request")
+    add(
+        "CPU per proxied request (16 clients)",
+        "≤ 45 µs",
+        _fmt(kp_cpu, 1, " µs"),
+        _fmt(gw_cpu, 1, " µs"),
+        gw_cpu,
+        None if gw_cpu is None else gw_cpu <= 45,
+        _fmt(gw_cpu, 1, " µs"),
+    )
+    d50 = _get(sg, "max_rate", "1", "direct", "latency_us", "p50")
+    k50 = _get(sg, "max_rate", "1", "kubectl-proxy", "latency_us", "p50")
+    g50 = _get(sg, "max_rate", "1", "gateway", "latency_us", "p50")
+    added_gw = None if g50 is None or d50 is None else (g50 - d50) / 1000
+    added_kp = None if k50 is None or d50 is None else (k50 - d50) / 1000
+    add(
+        "Added p50 latency over direct, 1 client",
+        "≤ 0.15 ms",
+        _fmt(added_kp, 3, " ms"),
+        _fmt(added_gw, 3, " ms"),
+        added_gw,
+        None if added_gw is None else added_gw <= 0.15,
+        _fmt(added_gw, 3, " ms"),
+    )
+    kp99 = _get(sg, "fixed_rate", "kubectl-proxy", "latency_us", "p99")
+    gw99 = _get(sg, "fixed_rate", "gateway", "latency_us", "p99")
+    r = _ratio(gw99, kp99)
+    add(
+        "p99 at a fixed rate",
+        "≤ 1.5× kubectl proxy",
+        _fmt(_ms(kp99), 3, " ms"),
+        _fmt(_ms(gw99), 3, " ms"),
+        r,
+        None if r is None else r <= 1.5,
+        _x(r),
+    )
+    st = scen.get("streams", {})
+    streams = [(f"GET of {b[:-1]} MiB bodies", ("large_get", b)) for b in ("1m", "64m")]
+    streams += [(f"upgrade splice ({d})", ("splice", d)) for d in ("down", "up")]
+    for label, keys in streams:
+        kp = _get(st, *keys, "kubectl-proxy", "mib_per_s")
+        gw = _get(st, *keys, "gateway", "mib_per_s")
+        r = _ratio(gw, kp)
+        add(
+            f"Stream: {label}",
+            "≥ 1.0× kubectl proxy",
+            _fmt(kp, 0, " MiB/s"),
+            _fmt(gw, 0, " MiB/s"),
+            r,
+            None if r is None else r >= 1.0,
+            _x(r),
+        )
+    wt = scen.get("watches", {})
+    count = wt.get("count")
+    kp = _get(wt, "targets", "kubectl-proxy", "rss_per_watch_kib")
+    gw = _get(wt, "targets", "gateway", "rss_per_watch_kib")
+    add(
+        f"RSS per idle watch ({count or '?'} watches)",
+        "≤ 40 KiB",
+        _fmt(kp, 1, " KiB"),
+        _fmt(gw, 1, " KiB"),
+        gw,
+        None if gw is None else gw <= 40,
+        _fmt(gw, 1, " KiB"),
+    )
+    sl = scen.get("stalled", {})
+    kp = _get(sl, "targets", "kubectl-proxy", "growth_kib")
+    gw = _get(sl, "targets", "gateway", "growth_kib")
+    gw_mib = None if gw is None else gw / 1024
+    add(
+        "RSS growth, stalled client on 300 MiB",
+        "≤ 5 MiB",
+        _fmt(None if kp is None else kp / 1024, 2, " MiB"),
+        _fmt(gw_mib, 2, " MiB"),
+        gw_mib,
+        None if gw_mib is None else gw_mib <= 5,
+        _fmt(gw_mib, 2, " MiB"),
+    )
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _met(ok: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[ok]
+
+
+def targets_markdown(results: dict[str, Any]) -> str:
+    """The targets table alone (what the README keeps)."""
+    return _table(
+        ["Target", "Goal", "kubectl proxy", "gateway", "Measured", "Met"],
+        [
+            [r["target"], r["goal"], r["kubectl_proxy"], r["gateway"], r["shown"], _met(r["met"])]
+            for r in targets_table(results)
+        ],
+    )
+
+
+_START, _END = "<!-- latest-targets -->", "<!-- /latest-targets -->"
+
+
+def update_readme(readme: Path, results: dict[str, Any], stem: str) -> bool:
+    """Replace the latest-targets section of ``readme``; False if it has no markers."""
+    text = readme.read_text()
+    if _START not in text or _END not in text:
+        return False
+    meta = results.get("meta", {})
+    body = (
+        f"Run {meta.get('date')} (`results/{stem}.json`, all tables in `results/{stem}.md`), "
+        f"gateway at {meta.get('git_commit')}, {meta.get('kubectl')}:\n\n"
+        + targets_markdown(results)
+    )
+    head, rest = text.split(_START, 1)
+    _, tail = rest.split(_END, 1)
+    readme.write_text(f"{head}{_START}\n{body}\n{_END}{tail}")
+    return True
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report: targets first, then one table per scenario."""
+    meta = results.get("meta", {})
+    scen = results.get("scenarios", {})
+    out = [
+        f"Run {meta.get('date', '?')} on {meta.get('cpu', '?')} ({meta.get('cpus', '?')} CPUs), "
+        f"gateway at {meta.get('git_commit', '?')}, {meta.get('kubectl', '?')}, "
+        f"{meta.get('nginx', '?')}, {meta.get('wrk', '?')}; load average before "
+        f"{meta.get('loadavg_before')}, after {meta.get('loadavg_after')}. "
+        "Cores: the server under test alone on core 0; wrk/clients and upstreams on core 1.",
+        "",
+        "### Targets (gateway vs kubectl proxy, same run)",
+        "",
+        targets_markdown(results),
+    ]
+    crud = scen.get("crud")
+    if crud and "targets" in crud:
+        rows = []
+        for step in ("create", "update", "delete", "flow"):
+            row = [step]
+            for name in ORDER:
+                s = _get(crud, "targets", name, step)
+                row.append(
+                    "n/a"
+                    if not s
+                    else f"{s['fastest']:.2f} / {s['slowest']:.2f} / "
+                    f"{s['mean']:.2f} ± {s['sd']:.2f}"
+                )
+            rows.append(row)
+        out += [
+            "",
+            f"### 1. ConfigMap create → update → delete, {crud['rounds']} rounds "
+            "(ms: fastest / slowest / mean ± sd)",
+            "",
+            _table(["Step", "direct", "kubectl proxy", "gateway"], rows),
+        ]
+    sg = scen.get("small_get")
+    if sg and sg.get("max_rate"):
+        rows = []
+        for conns, by_target in sg["max_rate"].items():
+            kp = _get(by_target, "kubectl-proxy", "rps")
+            for name in ORDER:
+                r = by_target.get(name)
+                if not r:
+                    continue
+                lat = r["latency_us"]
+                rows.append(
+                    [
+                        conns,
+                        name,
+                        _fmt(r["rps"], 0),
+                        _x(_ratio(r["rps"], kp)),
+                        _pcts(lat, ("p50", "p90", "p99")),
+                        _fmt(r["cpu_us_per_request"], 1),
+                        _fmt(r["cpu_s_per_1000"], 4),
+                        _busy(r["server_cpu_share"], r, PROXY),
+                        _busy(r["load_core_busy"], r, LOAD),
+                        str(sum(r["errors"].values())),
+                    ]
+                )
+        out += [
+            "",
+            f"### 2. Small GETs ({sg.get('body_bytes')}-byte ConfigMap from nginx over "
+            "TLS; upstream protocol used: "
+            + ", ".join(f"{k} {v}" for k, v in sg.get("upstream_protocol", {}).items())
+            + ")",
+            "",
+            "Client side: direct and gateway over TLS, kubectl proxy over plain HTTP.",
+            "",
+            _table(
+                [
+                    "Conns",
+                    "Target",
+                    "req/s",
+                    "× kubectl proxy",
+                    "p50 / p90 / p99 ms",
+                    "CPU µs/req",
+                    "CPU s/1000 req",
+                    "core 0 busy: ours / all",
+                    "core 1 busy: ours / all",
+                    "errors",
+                ],
+                rows,
+            ),
+        ]
+        fr = sg.get("fixed_rate", {})
+        if fr:
+            kp99 = _get(fr, "kubectl-proxy", "latency_us", "p99")
+            rows = []
+            for name in ORDER:
+                r = fr.get(name)
+                if not r:
+                    continue
+                lat = r["latency_us"]
+                rows.append(
+                    [
+                        name,
+                        _fmt(r["rps"], 0),
+                        _pcts(lat, ("p50", "p90", "p99", "p999")),
+                        _x(_ratio(lat["p99"], kp99)),
+                        _fmt(r["cpu_us_per_request"], 1),
+                    ]
+                )
+            out += [
+                "",
+                f"Fixed rate: {sg.get('fixed_rate_method', '')}.",
+                "",
+                _table(
+                    [
+                        "Target",
+                        "req/s",
+                        "p50 / p90 / p99 / p99.9 ms",
+                        "p99 × kubectl proxy",
+                        "CPU µs/req",
+                    ],
+                    rows,
+                ),
+            ]
+    wt = scen.get("watches")
+    if wt and wt.get("targets"):
+        rows = []
+        for name in ORDER:
+            r = wt["targets"].get(name)
+            if not r:
+                continue
+            ev = r["event_ms"]
+            rows.append(
+                [
+                    name,
+                    str(r["live"]),
+                    _fmt(r["rss_per_watch_kib"], 1),
+                    f"{(r['rss_after_kib'] - r['rss_before_kib']) / 1024:.1f}",
+                    _fmt(r["open_seconds"], 1),
+                    _fmt(ev["p50"], 1),
+                    _fmt(ev["all"], 1),
+                    f"{r['events_received']}/{r['live']}",
+                    str(r["heads_seen"]),
+                ]
+            )
+        note = ""
+        if wt.get("count") != wt.get("requested"):
+            note = (
+                f" (asked for {wt['requested']}; the open-file hard limit "
+                f"{wt['nofile_hard_limit']} allows {wt['count']} at two sockets per watch)"
+            )
+        out += [
+            "",
+            f"### 3. {wt.get('count')} idle watches through one process{note}",
+            "",
+            _table(
+                [
+                    "Target",
+                    "live",
+                    "RSS KiB/watch",
+                    "RSS delta MiB",
+                    "open s",
+                    "event p50 ms",
+                    "event to all ms",
+                    "events",
+                    "heads before 1st event",
+                ],
+                rows,
+            ),
+        ]
+    st = scen.get("streams")
+    if st:
+        rows = []
+        for body, by_target in st.get("large_get", {}).items():
+            kp = _get(by_target, "kubectl-proxy", "mib_per_s")
+            for name in ORDER:
+                r = by_target.get(name)
+                if r:
+                    rows.append(
+                        [
+                            f"GET {body[:-1]} MiB",
+                            name,
+                            _fmt(r["mib_per_s"], 0),
+                            _x(_ratio(r["mib_per_s"], kp)),
+                            _busy(r["server_cpu_share"], r, PROXY),
+                            _busy(r["load_core_busy"], r, LOAD),
+                        ]
+                    )
+        for direction, by_target in st.get("splice", {}).items():
+            kp = _get(by_target, "kubectl-proxy", "mib_per_s")
+            for name in ORDER:
+                r = by_target.get(name)
+                if not r:
+                    continue
+                if "error" in r:
+                    rows.append([f"splice {direction}", name, "error", "n/a", r["error"][:60], ""])
+                    continue
+                share = r["server_cpu_s"] / r["seconds"] if r["seconds"] else 0
+                rows.append(
+                    [
+                        f"splice {direction}",
+                        name,
+                        _fmt(r["mib_per_s"], 0),
+                        _x(_ratio(r["mib_per_s"], kp)),
+                        _busy(share, r, PROXY),
+                        _busy(r.get("load_core_busy"), r, LOAD),
+                    ]
+                )
+        out += [
+            "",
+            "### 4. Streams (MiB/s)",
+            "",
+            _table(
+                [
+                    "Stream",
+                    "Target",
+                    "MiB/s",
+                    "× kubectl proxy",
+                    "core 0 busy: ours / all",
+                    "core 1 busy: ours / all",
+                ],
+                rows,
+            ),
+        ]
+    sl = scen.get("stalled")
+    if sl and sl.get("targets"):
+        rows = [
+            [
+                name,
+                _fmt(r["baseline_kib"] / 1024, 1),
+                _fmt(r["peak_kib"] / 1024, 1),
+                _fmt(r["growth_kib"] / 1024, 2),
+                _fmt(r["after_close_kib"] / 1024, 1),
+            ]
+            for name, r in sl["targets"].items()
+        ]
+        out += [
+            "",
+            "### 5. Stalled client on a 300 MiB body (RSS, MiB)",
+            "",
+            _table(["Target", "before", "peak while stalled", "growth", "after close"], rows),
+        ]
+    pr = results.get("profile")
+    if pr and pr.get("top_self"):
+        rows = [
+            [
+                str(i + 1),
+                f"`{r['function']}`",
+                r["location"],
+                f"{r['self_share']:.1%}",
+                f"{r['total_share']:.1%}",
+            ]
+            for i, r in enumerate(pr["top_self"])
+        ]
+        out += [
+            "",
+            f"### Gateway profile under wrk -c16 (py-spy, {pr.get('seconds')} s, "
+            f"{pr.get('rps_while_profiling')} req/s while profiled; {pr.get('file')})",
+            "",
+            _table(["#", "Function", "Where", "Self", "Total"], rows),
+        ]
+    errors = results.get("errors", {})
+    if errors:
+        out += ["", "### Scenarios that failed", ""]
+        out += [f"- {name}: {text}" for name, text in errors.items()]
+    return "\n".join(out) + "\n"
+
+
+def plots(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """PNG plots next to the JSON; returns the files written (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    scen = results.get("scenarios", {})
+    written: list[Path] = []
+    colors = {"direct": "#999999", "kubectl-proxy": "#3b75af", "gateway": "#e1812c"}
+
+    def bars(
+        ax: Any,
+        groups: list[str],
+        values: dict[str, list[float | None]],
+        ylabel: str,
+        title: str,
+        log: bool = False,
+    ) -> None:
+        width = 0.8 / max(1, len(values))
+        for i, (name, series) in enumerate(values.items()):
+            xs = [g + i * width for g in range(len(groups))]
+            ys = [v or 0 for v in series]
+            ax.bar(xs, ys, width, label=name, color=colors.get(name))
+        ax.set_xticks([g + width * (len(values) - 1) / 2 for g in range(len(groups))])
+        ax.set_xticklabels(groups)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if log:
+            ax.set_yscale("log")
+        ax.legend()
+
+    sg = scen.get("small_get", {})
+    if sg.get("max_rate"):
+        conns = list(sg["max_rate"])
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        bars(
+            axes[0],
+            [f"{c} conns" for c in conns],
+            {n: [_get(sg, "max_rate", c, n, "rps") for c in conns] for n in ORDER},
+            "requests/s",
+            "Small GET: max throughput",
+            log=True,
+        )
+        bars(
+            axes[1],
+            [f"{c} conns" for c in conns],
+            {n: [_get(sg, "max_rate", c, n, "cpu_us_per_request") for c in conns] for n in ORDER},
+            "CPU µs per request (server under test)",
+            "Small GET: CPU per request",
+        )
+        fig.tight_layout()
+        path = out_dir / f"{stem}-small-get.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        pcts = ("p50", "p90", "p99")
+        groups = [f"{c} conns {p}" for c in conns for p in pcts]
+        bars(
+            ax,
+            groups,
+            {
+                n: [_ms(_get(sg, "max_rate", c, n, "latency_us", p)) for c in conns for p in pcts]
+                for n in ORDER
+            },
+            "ms",
+            "Small GET latency at max rate",
+            log=True,
+        )
+        ax.tick_params(axis="x", labelrotation=60)
+        fig.tight_layout()
+        path = out_dir / f"{stem}-small-get-latency.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    crud = scen.get("crud", {})
+    if crud.get("targets"):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        steps = ["create", "update", "delete"]
+        width = 0.25
+        for i, name in enumerate(ORDER):
+            means = [_get(crud, "targets", name, s, "mean") or 0 for s in steps]
+            sds = [_get(crud, "targets", name, s, "sd") or 0 for s in steps]
+            ax.bar(
+                [x + i * width for x in range(3)],
+                means,
+                width,
+                yerr=sds,
+                label=name,
+                color=colors[name],
+                capsize=3,
+            )
+        ax.set_xticks([x + width for x in range(3)])
+        ax.set_xticklabels(steps)
+        ax.set_ylabel("ms (mean ± sd)")
+        ax.set_title(f"ConfigMap flow, {crud.get('rounds')} rounds")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{stem}-crud.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    st = scen.get("streams", {})
+    if st:
+        groups: list[str] = []
+        series: dict[str, list[float | None]] = {n: [] for n in ORDER}
+        for body in st.get("large_get", {}):
+            groups.append(f"GET {body[:-1]} MiB")
+            for n in ORDER:
+                series[n].append(_get(st, "large_get", body, n, "mib_per_s"))
+        for direction in st.get("splice", {}):
+            groups.append(f"splice {direction}")
+            for n in ORDER:
+                series[n].append(_get(st, "splice", direction, n, "mib_per_s"))
+        if groups:
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            bars(ax, groups, series, "MiB/s", "Streams")
+            fig.tight_layout()
+            path = out_dir / f"{stem}-streams.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    wt, sl = scen.get("watches", {}), scen.get("stalled", {})
+    if wt.get("targets") or sl.get("targets"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        names = ["kubectl-proxy", "gateway"]
+        axes[0].bar(
+            names,
+            [_get(wt, "targets", n, "rss_per_watch_kib") or 0 for n in names],
+            color=[colors[n] for n in names],
+        )
+        axes[0].axhline(40, color="red", linestyle="--", label="target 40 KiB")
+        axes[0].set_title(f"RSS per idle watch ({wt.get('count')} watches)")
+        axes[0].set_ylabel("KiB")
+        axes[0].legend()
+        axes[1].bar(
+            names,
+            [(_get(sl, "targets", n, "growth_kib") or 0) / 1024 for n in names],
+            color=[colors[n] for n in names],
+        )
+        axes[1].axhline(5, color="red", linestyle="--", label="target 5 MiB")
+        axes[1].set_title("RSS growth, stalled client, 300 MiB body")
+        axes[1].set_ylabel("MiB")
+        axes[1].legend()
+        fig.tight_layout()
+        path = out_dir / f"{stem}-memory.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    saved = json.loads(Path(sys.argv[1]).read_text())
+    sys.stdout.write(markdown(saved))

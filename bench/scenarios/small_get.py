@@ -1,0 +1,131 @@
+"""Scenario 2: small GETs — a ~600-byte ConfigMap from nginx over TLS.
+
+nginx stands in for the apiserver here because the simulated cluster (pure
+Python) would be the bottleneck long before either proxy.  For each of 1, 16
+and 64 keep-alive connections: wrk at full speed (throughput; latency
+p50/p90/p99 from wrk's histogram), CPU-seconds per 1,000 requests of the
+server under test (``/proc/PID/stat`` utime+stime before/after), and how busy
+core 1 (wrk + the upstream nginx) was, to show the load side had headroom.
+Then the fixed-rate point: wrk paced by ``delay()`` (see ``bench.wrk``).
+
+Rows: *direct* = wrk → nginx pinned to core 0 (the same config as the
+upstream, so "one core of nginx"); *kubectl-proxy* = wrk → plain HTTP →
+``kubectl proxy`` (core 0) → TLS (h2 if offered) → nginx (core 1);
+*gateway* = wrk → TLS → gateway (core 0) → TLS → nginx (core 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.context import Context, cpu_window
+from bench.topology import CONFIGMAP_PATH, Target
+from bench.wrk import WrkResult, run_wrk
+
+__all__ = ["NAME", "UPSTREAMS", "measure", "run"]
+
+NAME = "small_get"
+UPSTREAMS = ("nginx", "nginx-direct")
+
+
+def measure(
+    ctx: Context,
+    target: Target,
+    path: str,
+    connections: int,
+    *,
+    think_ms: int = 0,
+    duration: float | None = None,
+    warmup: bool = True,
+) -> dict[str, Any]:
+    """One warmed-up wrk run through ``target`` with the CPU of everyone involved."""
+    settings = ctx.settings
+    url = target.url(path)
+    if warmup and settings.warmup > 0:
+        run_wrk(
+            url,
+            connections=connections,
+            duration=settings.warmup,
+            workdir=ctx.workdir,
+            cores=ctx.load_core,
+            think_ms=think_ms,
+        )
+    processes = {"server": target.process}
+    upstream = ctx.topo.nginx
+    if target.name != "direct" and upstream is not None:
+        processes["upstream"] = upstream
+    with cpu_window(processes) as window:
+        result: WrkResult = run_wrk(
+            url,
+            connections=connections,
+            duration=duration or settings.duration,
+            workdir=ctx.workdir,
+            cores=ctx.load_core,
+            think_ms=think_ms,
+        )
+    row = result.as_dict()
+    server_cpu = window.used["server"]
+    row["server_cpu_s"] = round(server_cpu, 3)
+    row["server_cpu_share"] = round(server_cpu / result.duration_s, 3)
+    row["cpu_us_per_request"] = (
+        round(server_cpu / result.requests * 1e6, 1) if result.requests else None
+    )
+    row["cpu_s_per_1000"] = (
+        round(server_cpu / result.requests * 1000, 4) if result.requests else None
+    )
+    upstream_cpu = window.used.get("upstream", 0.0)
+    row["upstream_cpu_s"] = round(upstream_cpu, 3)
+    row["load_core_busy"] = round((result.wrk_cpu_s + upstream_cpu) / result.duration_s, 3)
+    # Every process's CPU on each core (a shared machine: others may take some).
+    row["core_busy_all"] = window.core_busy
+    if result.error_count:
+        ctx.log(f"  {target.name}: {result.errors} errors in {result.requests} requests")
+    return row
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    topo = ctx.topo
+    settings = ctx.settings
+    results: dict[str, Any] = {
+        "path": CONFIGMAP_PATH,
+        "body_bytes": None,
+        "upstream_h2_offered": topo.upstream_h2,
+        "cores": {
+            "direct": f"nginx on {ctx.proxy_core}, wrk on {ctx.load_core}",
+            "kubectl-proxy": f"proxy on {ctx.proxy_core}, wrk + nginx on {ctx.load_core}",
+            "gateway": f"proxy on {ctx.proxy_core}, wrk + nginx on {ctx.load_core}",
+        },
+        "client_side": {
+            "direct": "TLS",
+            "kubectl-proxy": "plain HTTP",
+            "gateway": "TLS",
+        },
+        "max_rate": {},
+        "fixed_rate": {},
+        "upstream_protocol": {},
+    }
+    with topo.kubectl_proxy("nginx") as kp, topo.gateway() as gateways:
+        targets = [topo.direct("nginx"), kp, gateways["nginx"]]
+        for target in targets:
+            headers = topo.probe(target, CONFIGMAP_PATH)
+            results["upstream_protocol"][target.name] = headers.get("x-upstream-protocol")
+            results["body_bytes"] = int(headers.get("content-length", 0)) or None
+        for connections in settings.connections:
+            row: dict[str, Any] = {}
+            for target in targets:
+                ctx.log(f"small_get: {target.name}, {connections} connections")
+                row[target.name] = measure(ctx, target, CONFIGMAP_PATH, connections)
+            results["max_rate"][str(connections)] = row
+        think = max(1, round(1000 * settings.paced_connections / settings.paced_rate))
+        results["fixed_rate_method"] = (
+            f"wrk paced with delay(): {settings.paced_connections} connections, each waiting "
+            f"{think} ms after every response (closed loop with think time, ~"
+            f"{settings.paced_rate} req/s; latency from each request's actual send, no "
+            "coordinated-omission correction)"
+        )
+        for target in targets:
+            ctx.log(f"small_get: {target.name}, fixed rate ~{settings.paced_rate}/s")
+            results["fixed_rate"][target.name] = measure(
+                ctx, target, CONFIGMAP_PATH, settings.paced_connections, think_ms=think
+            )
+    return results

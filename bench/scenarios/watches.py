@@ -1,0 +1,110 @@
+"""Scenario 3: many idle watches through one proxy process.
+
+Upstream: the simulated cluster (it streams watches; nginx cannot).  The
+client (``python -m bench.watchers``, core 1) opens N watches, each its own
+HTTP/1.1 connection as kubectl does, then measures the proxy's RSS per watch
+(``VmRSS`` delta / N) and the time for one event, created directly at the
+upstream, to reach every watch (this includes the simulator writing N
+events and the client reading them, both on core 1, for either proxy alike).
+
+N defaults to 10,000 but is capped by the open-file limit: a proxy holds two
+sockets per watch (client side and upstream), and ``RLIMIT_NOFILE`` cannot be
+raised above its hard limit without privileges; the cap used is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.context import Context
+from bench.topology import SIM_TOKEN, Target
+
+__all__ = ["NAME", "UPSTREAMS", "run", "watch_cap"]
+
+NAME = "watches"
+UPSTREAMS = ("simulator",)
+_FD_RESERVE = 300
+
+
+def watch_cap() -> int:
+    """Most watches one proxy process can hold with two sockets each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    return max(1, (limit - _FD_RESERVE) // 2)
+
+
+def _one(ctx: Context, target: Target, count: int) -> dict[str, Any]:
+    topo = ctx.topo
+    sim_port = topo.ports["simulator"]
+    namespace = f"bench-watch-{uuid.uuid4().hex[:8]}"
+    argv = [
+        "taskset",
+        "-c",
+        ctx.load_core,
+        sys.executable,
+        "-m",
+        "bench.watchers",
+        f"--port={target.port}",
+        f"--prefix={target.prefix}",
+        f"--namespace={namespace}",
+        f"--count={count}",
+        f"--parallel={ctx.settings.watch_parallel}",
+        f"--pid={target.process.pid}",
+        "--head-wait=600",
+        f"--trigger-port={sim_port}",
+        f"--trigger-ca={topo.workdir / 'sim' / 'ca.crt'}",
+        f"--trigger-token={SIM_TOKEN}",
+    ]
+    if target.tls:
+        argv += ["--tls", f"--ca={target.ca}"]
+    for name, value in target.headers:
+        argv.append(f"--header={name}: {value}")
+    ctx.log(f"watches: {target.name}, {count} watches")
+    done = subprocess.run(
+        argv, capture_output=True, timeout=900, cwd=Path(__file__).resolve().parents[2]
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"watch client failed: {done.stderr.decode(errors='replace')[-450:]}")
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    ctx.log(
+        f"  {target.name}: {result['live']} live, {result['rss_per_watch_kib']} KiB/watch, "
+        f"event to all in {result['event_ms']['all']} ms"
+    )
+    return result
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    requested = ctx.settings.watches
+    cap = watch_cap()
+    count = min(requested, cap)
+    if count < requested:
+        ctx.log(f"watches: RLIMIT_NOFILE allows {cap} per proxy; using {count}, not {requested}")
+    results: dict[str, Any] = {
+        "requested": requested,
+        "count": count,
+        "nofile_hard_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "upstream": "simulated cluster on core 1",
+        "cores": {
+            "kubectl-proxy": ctx.proxy_core,
+            "gateway": ctx.proxy_core,
+            "client": ctx.load_core,
+        },
+        "client_side": {"kubectl-proxy": "plain HTTP", "gateway": "TLS"},
+        "targets": {},
+    }
+    topo = ctx.topo
+    # One proxy at a time: the simulator holds the upstream side of every watch.
+    with topo.kubectl_proxy("simulator") as kp:
+        topo.probe(kp, "/api/v1/namespaces/default/configmaps")
+        results["targets"]["kubectl-proxy"] = _one(ctx, kp, count)
+    with topo.gateway() as gateways:
+        gw = gateways["simulator"]
+        topo.probe(gw, "/api/v1/namespaces/default/configmaps")
+        results["targets"]["gateway"] = _one(ctx, gw, count)
+    return results
