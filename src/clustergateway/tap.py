@@ -29,6 +29,7 @@ from clustergateway.api.types import DEFAULT_GROUP, GroupVersion
 from clustergateway.auth.guard import RequestGuard, StandaloneGuard
 from clustergateway.auth.tlstrust import ServerTLS
 from clustergateway.observe.logs import AccessLog
+from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
 from clustergateway.registry.features import FeatureGateError, FeatureGates
 from clustergateway.registry.store import SecretRegistry
 from clustergateway.server.listen import (
@@ -485,6 +486,7 @@ class GatewayService(MultiService):
     server_tls: ServerTLS
     access_log: AccessLog
     closers: list[Callable[[], Any]] = attrs.field(factory=list)
+    metrics: GatewayMetrics | None = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -685,6 +687,7 @@ def build_service(
         feeds.append(source)
     changes = ChangeLog.follow(registry)
     closers.append(changes.close)
+    metrics = GatewayMetrics.build(registry, clock=reactor.seconds)
     auth = build_delegated_auth(reactor, config, feed_hub) if guard is None else None
     if guard is None:
         guard = auth.guard if auth is not None else StandaloneGuard()
@@ -700,6 +703,7 @@ def build_service(
     renderer: ClusterProxyRenderer | None
     if proxy is True:
         renderer = build_proxy(reactor, config, registry, auth)
+        renderer.metrics = metrics  # type: ignore[union-attr]
         closers.append(renderer.close)  # type: ignore[union-attr]
     else:
         renderer = proxy or None
@@ -712,6 +716,7 @@ def build_service(
         proxy=renderer,
         health_writer=health_writer,
         min_request_timeout=config.min_request_timeout,
+        metrics=MetricsResource(metrics),
     )
     access_log = AccessLog(enabled=config.access_log, clock=reactor.seconds)
     site = GatewaySite(root, reactor=reactor, request_log=access_log.log_request)
@@ -734,6 +739,7 @@ def build_service(
         server_tls,
         access_log,
         closers,
+        metrics,
     )
     for feed in feeds:
         feed.setServiceParent(service)
@@ -778,6 +784,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         raise SystemExit(f"{PROG}: {e}") from None
     from twisted.scripts import twistd
 
-    sys.argv = [PROG, "--nodaemon", "--pidfile=", "clustergateway", *args]
+    # JSON lines off a terminal, text on one; credentials masked (observe.logs).
+    logger = "--logger=clustergateway.observe.logs.twistd_observer"
+    sys.argv = [PROG, "--nodaemon", "--pidfile=", logger, "clustergateway", *args]
     twistd.run()
     raise SystemExit(0)

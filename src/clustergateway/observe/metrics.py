@@ -555,5 +555,8 @@ class MetricsResource(Resource):
             body = encoder(self.metrics.registry)
         else:
             body = encoder(_WithoutCreated(self.metrics.registry))
-        request.responseHeaders.setRawHeaders(b"content-type", [content_type.encode("ascii")])
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"content-type", [content_type.encode("ascii")])
+        # Also when a gate writes the body later (Twisted only sets it for returned bytes).
+        headers.setRawHeaders(b"content-length", [str(len(body)).encode("ascii")])
         return body

@@ -15,7 +15,7 @@ any ``StatusError`` becomes the ``Status`` response.
     /openapi/v3[/apis/<g>/<v>]
     /version
     /healthz /livez /readyz
-    /metrics               hook: ``root.putChild(b"metrics", resource)``
+    /metrics               ``build_root(metrics=...)``: gated like the rest
 """
 
 from __future__ import annotations
@@ -336,6 +336,19 @@ class PathListResource(GatedResource):
         return json_body(request, self.body)
 
 
+class MetricsEndpoint(GatedResource):
+    """``/metrics`` behind the gate: a non-resource ``get /metrics`` at the hub, as
+    for any apiserver (open in ``--standalone-debug-mode``, whose guard allows all)."""
+
+    def __init__(self, gate: Gate, metrics: Resource) -> None:
+        super().__init__(gate)
+        self.metrics = metrics
+
+    async def handle(self, request: IRequest, user: UserInfo) -> bytes | int:
+        _read_only(request)
+        return self.metrics.render(request)  # type: ignore[no-any-return]
+
+
 class GatewayRoot(Resource):
     """The root: fixed children, everything else a gated 404 ``Status``."""
 
@@ -371,10 +384,13 @@ def build_root(
     proxy: ClusterProxyRenderer | None = None,
     health_writer: HealthWriter | None = None,
     min_request_timeout: float = 1800.0,
+    metrics: Resource | None = None,
 ) -> GatewayRoot:
     """The whole tree; ``/readyz`` passes once the registry made its first full sync."""
     gate = Gate(guard, gv)
     root = GatewayRoot(gate)
+    if metrics is not None:
+        root.putChild(b"metrics", MetricsEndpoint(gate, metrics))
     clusters = ClusterResources(
         gv,
         registry,
