@@ -76,7 +76,7 @@ def _yaml_documents(text: str) -> list[Any]:
 
 def _json_documents(text: str) -> list[Any]:
     decoder = json.JSONDecoder()
-    documents = []
+    documents: list[Any] = []
     pos = 0
     while True:
         while pos < len(text) and text[pos].isspace():
