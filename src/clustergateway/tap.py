@@ -572,7 +572,11 @@ def build_delegated_auth(reactor: Any, config: GatewayConfig, feed_hub: Any) -> 
 
 
 def build_proxy(
-    reactor: Any, config: GatewayConfig, registry: SecretRegistry, auth: Any = None
+    reactor: Any,
+    config: GatewayConfig,
+    registry: SecretRegistry,
+    auth: Any = None,
+    metrics: GatewayMetrics | None = None,
 ) -> Any:
     """The ``proxy`` subresource (``clustergateway.proxy.resource.ClusterProxy``).
 
@@ -593,8 +597,11 @@ def build_proxy(
         global_rules, penetration=config.feature_gates.client_identity_penetration
     )
     proxy = ClusterProxy.build(reactor, registry, identity_for=identity.identity_for)
+    proxy.metrics = metrics
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target
+        if metrics is not None:
+            proxy.authorize_target = metrics.timed_access_review(proxy.authorize_target)
     return proxy
 
 
@@ -702,8 +709,7 @@ def build_service(
         closers.append(audit.close)
     renderer: ClusterProxyRenderer | None
     if proxy is True:
-        renderer = build_proxy(reactor, config, registry, auth)
-        renderer.metrics = metrics  # type: ignore[union-attr]
+        renderer = build_proxy(reactor, config, registry, auth, metrics)
         closers.append(renderer.close)  # type: ignore[union-attr]
     else:
         renderer = proxy or None
