@@ -234,3 +234,35 @@ async def test_client_certificate_hub(sim: SimulatedCluster, sim_cert_kubeconfig
     finally:
         await source.service.stopService()
         await source.client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_managed_clusters(sim: SimulatedCluster, sim_kubeconfig: Path) -> None:
+    """OCM ManagedClusters served by the hub are watched into the registry and show up
+    as VirtualClusters (next to the cluster Secrets)."""
+    from clustergateway.registry.hub_source import HubManagedClusterSource
+
+    managed = {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        "metadata": {"name": "ocm-1", "labels": {"region": "eu"}},
+        "spec": {
+            "hubAcceptsClient": True,
+            "managedClusterClientConfigs": [{"url": "https://ocm-1:6443"}],
+        },
+    }
+    sim.store.put(managed)
+    registry = SecretRegistry(GROUP)
+    client = HubClient.from_kubeconfig(_reactor(), sim_kubeconfig)
+    source = HubManagedClusterSource(_reactor(), client, registry)
+    source.startService()
+    try:
+        await eventually(lambda: len(registry.managed_clusters()) == 1)
+        assert source.served is True
+        assert registry.virtual_cluster("ocm-1").endpoint == "https://ocm-1:6443"
+        sim.store.put({**managed, "metadata": {"name": "ocm-2"}})
+        await eventually(lambda: len(registry.managed_clusters()) == 2)
+        assert [vc.name for vc in registry.virtual_clusters()][0] == "local"
+    finally:
+        await source.stopService()
+        await client.close()

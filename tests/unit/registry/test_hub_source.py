@@ -9,7 +9,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from clustergateway import errors
-from clustergateway.registry.hub_source import Backoff, HubSecretSource, ListWatch
+from clustergateway.registry.hub_source import (
+    Backoff,
+    HubManagedClusterSource,
+    HubSecretSource,
+    ListWatch,
+)
 from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
 
@@ -268,4 +273,44 @@ def test_list_watch_generic() -> None:
     )
     assert seen == [("ADDED", "n")]
     loop.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def managed_source(clock: Clock, hub: FakeHub, registry: SecretRegistry) -> HubManagedClusterSource:
+    return HubManagedClusterSource(
+        clock, hub, registry, resync_period=0, backoff=Backoff(initial=1.0, random=lambda: 1.0)
+    )
+
+
+def test_managed_clusters_not_served() -> None:
+    """Without the OCM API on the hub the ManagedCluster source does nothing."""
+    clock, hub, registry = Clock(), FakeHub(), SecretRegistry(GROUP)
+    hub.responses.append(errors.NotFound("the server could not find the requested resource"))
+    source = managed_source(clock, hub, registry)
+    source.startService()
+    assert source.served is False and hub.watches == [] and clock.getDelayedCalls() == []
+    source.stopService()
+
+
+def test_managed_clusters_served() -> None:
+    """With the OCM API served, ManagedClusters are listed and watched into the registry;
+    discovery failures are retried with backoff first."""
+    clock, hub, registry = Clock(), FakeHub(), SecretRegistry(GROUP)
+    hub.responses.append(errors.ServiceUnavailable("down"))
+    source = managed_source(clock, hub, registry)
+    source.startService()
+    assert source.served is None
+    hub.responses.append({"resources": [{"name": "managedclusters"}]})
+    mc = {
+        "metadata": {"name": "m1", "resourceVersion": "3"},
+        "spec": {"managedClusterClientConfigs": [{"url": "https://m1"}]},
+    }
+    hub.responses.append({"metadata": {"resourceVersion": "3"}, "items": [mc]})
+    clock.advance(1.0)
+    assert source.served is True
+    assert hub.lists[-1]["path"] == "/apis/cluster.open-cluster-management.io/v1/managedclusters"
+    assert [m["metadata"]["name"] for m in registry.managed_clusters()] == ["m1"]
+    hub.current["on_event"]({"type": "DELETED", "object": mc})
+    assert registry.managed_clusters() == []
+    source.stopService()
     assert clock.getDelayedCalls() == []
