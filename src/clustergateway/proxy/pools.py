@@ -18,7 +18,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -45,9 +45,17 @@ class PoolSettings:
     idle_timeout: float = 55.0
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection factory without its "Starting/Stopping factory" info
+    lines: one pair for every upstream connection is noise, not news."""
+
+    noisy = False
+
+
 class _RetiringPool(HTTPConnectionPool):
     """A persistent pool that, once retired, closes connections returned to it."""
 
+    _factory = _QuietClientFactory
     retired = False
 
     def _putConnection(self, key: Any, connection: Any) -> None:

@@ -205,3 +205,34 @@ async def test_target_authorization_hook(upstream: Upstream, pki: Pki) -> None:
         assert len(upstream.requests) == 1
     finally:
         await stop_harness(h)
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_upstream_connections_log_nothing() -> None:
+    """Opening upstream connections does not log (no "Starting factory" line per
+    connection), plain HTTP clusters included."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+
+    from tests.unit.proxy.conftest import start_harness, stop_harness
+
+    plain = Upstream(reactor).start()
+    registry = FakeRegistry()
+    registry.put(make_cluster(plain))
+    h = start_harness(reactor, registry)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for token in ("one", "two"):  # the second is a new pool, hence a new connection
+            registry.put(make_cluster(plain, token=token))
+            response, _ = await h.request(b"GET", "c1", "/echo/x")
+            assert response.code == 200
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await stop_harness(h)
+        await plain.stop()
+    # The test's own client (an Agent too) still logs; the gateway's pools must not.
+    client_endpoint = f"127.0.0.1:{h.port}>"
+    ours = [e for e in events if "factory" in e and client_endpoint not in repr(e["factory"])]
+    assert len(ours) == 0
+    assert len(plain.requests) == 2
