@@ -383,7 +383,9 @@ class _WatchLines(Protocol):
         self._on_event = on_event
         self._done = done
         self._describe = describe
-        self._buffer = b""
+        #: The start of an event whose newline has not arrived yet.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._failed: errors.StatusError | None = None
         #: Set by the watch's canceller: the Deferred fails with CancelledError.
         self.cancelled = False
@@ -391,12 +393,17 @@ class _WatchLines(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self._failed is not None:
             return
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            if line.strip() and not self._deliver(line):
-                return
-        if len(self._buffer) > MAX_WATCH_LINE:
+        if b"\n" not in data:
+            self._pending.append(data)
+            self._pending_size += len(data)
+        else:
+            lines = b"".join([*self._pending, data]).split(b"\n")
+            tail = lines.pop()
+            self._pending, self._pending_size = ([tail], len(tail)) if tail else ([], 0)
+            for line in lines:
+                if line.strip() and not self._deliver(line):
+                    return
+        if self._pending_size > MAX_WATCH_LINE:
             self._fail(errors.BadGateway(f"{self._describe}: watch event larger than allowed"))
 
     def _deliver(self, line: bytes) -> bool:
@@ -429,8 +436,9 @@ class _WatchLines(Protocol):
         if self._failed is not None:
             self._done.errback(self._failed)
         elif reason.check(ResponseDone):
-            if self._buffer.strip():
-                self._deliver(self._buffer)
+            rest = b"".join(self._pending)
+            if rest.strip():
+                self._deliver(rest)
             self._done.callback(None)
         else:
             self._done.errback(

@@ -233,3 +233,65 @@ def test_url_building() -> None:
         "/api/v1/secrets", {"watch": True, "limit": 5, "continue": None, "labelSelector": "a/b"}
     )
     assert url == b"https://h:1/prefix/api/v1/secrets?watch=true&limit=5&labelSelector=a%2Fb"
+
+
+class _Transport:
+    stopped = False
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.stopped = True
+
+
+def _watch_protocol(handler: Any = None) -> tuple[Any, list[dict[str, Any]], Any]:
+    from twisted.internet.defer import Deferred
+
+    from clustergateway.hubclient import _WatchLines
+
+    events: list[dict[str, Any]] = []
+    done: Deferred[None] = Deferred()
+    protocol = _WatchLines(handler or events.append, done, "hub WATCH /x")
+    protocol.makeConnection(_Transport())
+    return protocol, events, done
+
+
+def test_watch_lines_split_anywhere() -> None:
+    """Events split across chunks, several per chunk, and a last one without newline."""
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseDone
+
+    protocol, events, done = _watch_protocol()
+    stream = b'{"type":"ADDED","n":1}\n{"type":"MODIFIED","n":2}\n\n{"type":"DELETED","n":3}'
+    for i in range(0, len(stream), 7):
+        protocol.dataReceived(stream[i : i + 7])
+    assert [e["n"] for e in events] == [1, 2]
+    protocol.connectionLost(Failure(ResponseDone()))
+    assert [e["n"] for e in events] == [1, 2, 3]
+    assert done.called and done.result is None
+
+
+def test_watch_lines_garbage_ends_stream() -> None:
+    """A line that is not JSON ends the stream with BadGateway and closes the connection."""
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseFailed
+
+    protocol, events, done = _watch_protocol()
+    protocol.dataReceived(b"<html>\n")
+    assert protocol.transport.stopped
+    protocol.connectionLost(Failure(ResponseFailed([])))
+    failures: list[Any] = []
+    done.addErrback(failures.append)
+    assert failures[0].check(errors.BadGateway)
+    assert "not JSON" in failures[0].value.message
+
+
+def test_watch_lines_broken_connection() -> None:
+    """A connection lost mid-stream is a BadGateway naming the watch."""
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseFailed
+
+    protocol, events, done = _watch_protocol()
+    protocol.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost("gone"))])))
+    failures: list[Any] = []
+    done.addErrback(failures.append)
+    assert "hub WATCH /x: watch stream broken" in failures[0].value.message
