@@ -2,8 +2,9 @@
 
 A generated Lua script prints the summary and exact latency percentiles from
 wrk's own histogram (microseconds) as one JSON line in ``done()``.  With
-``think_ms`` the script also defines ``delay()``: each connection waits that
-long after a response before its next request, which paces the load to about
+``think_ms`` the script also defines ``delay()``: each connection waits a
+random 0.5–1.5 × ``think_ms`` after a response before its next request (so
+the connections do not fire in step), which paces the load to about
 ``connections / (think + latency)`` requests per second.  That is a closed
 loop with think time, not an open-loop constant-rate generator (Debian has no
 wrk2): latency counts from each request's actual send, so a stall longer than
@@ -110,7 +111,14 @@ def run_wrk(
     if wrk is None:
         raise WrkError("wrk is not installed (run scripts/bench-deps.sh)")
     header_lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers)
-    delay = f"delay = function() return {think_ms} end" if think_ms > 0 else ""
+    delay = ""
+    if think_ms > 0:
+        # Uniform in [think/2, 3*think/2] ms: the connections' 1-ms timers would
+        # otherwise fire together and send bursts, not a steady rate.
+        low, high = max(1, think_ms // 2), max(1, think_ms // 2) + think_ms
+        delay = (
+            f"math.randomseed(os.time())\ndelay = function() return math.random({low}, {high}) end"
+        )
     script = workdir / f"wrk-{os.getpid()}-{connections}-{think_ms}.lua"
     script.write_text(_LUA.format(headers=header_lines, delay=delay, mark=_MARK))
     seconds = max(1, round(duration))

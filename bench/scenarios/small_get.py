@@ -119,9 +119,9 @@ def run(ctx: Context) -> dict[str, Any]:
         think = max(1, round(1000 * settings.paced_connections / settings.paced_rate))
         results["fixed_rate_method"] = (
             f"wrk paced with delay(): {settings.paced_connections} connections, each waiting "
-            f"{think} ms after every response (closed loop with think time, ~"
-            f"{settings.paced_rate} req/s; latency from each request's actual send, no "
-            "coordinated-omission correction)"
+            f"a random {max(1, think // 2)}-{max(1, think // 2) + think} ms after every response "
+            f"(~{settings.paced_rate} req/s; a closed loop with think time, latency from each "
+            "request's actual send, no coordinated-omission correction)"
         )
         for target in targets:
             ctx.log(f"small_get: {target.name}, fixed rate ~{settings.paced_rate}/s")
