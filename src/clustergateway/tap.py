@@ -182,6 +182,14 @@ class GatewayConfig:
     access_log: bool = False
     min_request_timeout: float = 1800.0
     user_agent: str = ""
+    #: Seconds an exec (``Dynamic``) credential plugin may run before it is killed.
+    exec_plugin_timeout: float = 30.0
+    #: Seconds an exec credential without ``expirationTimestamp`` is reused.
+    exec_credential_cache_ttl: float = 10.0
+    #: The environment for egress proxies (``HTTPS_PROXY``, ``NO_PROXY``) and
+    #: exec plugins (``PATH``, base environment); None: the process's, read
+    #: once when the service is built (not a flag; tests pass their own).
+    environ: Mapping[str, str] | None = attrs.field(default=None, hash=False, repr=False)
 
     @property
     def group_version(self) -> GroupVersion:
@@ -313,6 +321,10 @@ class GatewayConfig:
             access_log=bool(opts["access-log"]),
             min_request_timeout=float(min_timeout),
             user_agent=opts["user-agent"] or "",
+            exec_plugin_timeout=_duration("exec-plugin-timeout", opts["exec-plugin-timeout"]),
+            exec_credential_cache_ttl=_duration(
+                "exec-credential-cache-ttl", opts["exec-credential-cache-ttl"]
+            ),
         )
 
 
@@ -440,6 +452,18 @@ class Options(usage.Options):
             "Watches without timeoutSeconds last a random [this, 2*this) seconds.",
         ],
         ["user-agent", None, None, "User-Agent of the gateway's own hub requests."],
+        [
+            "exec-plugin-timeout",
+            None,
+            "30s",
+            "Kill a Dynamic cluster's exec credential plugin after this long.",
+        ],
+        [
+            "exec-credential-cache-ttl",
+            None,
+            "10s",
+            "Reuse an exec credential without expirationTimestamp for this long.",
+        ],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
         [
@@ -582,10 +606,18 @@ def build_proxy(
 
     Identity rules: ``--cluster-gateway-proxy-config`` and the
     ``ClientIdentityPenetration`` gate; with ``--authorize-proxy-subpath`` (and
-    delegated auth) every target is also authorized at the hub.
+    delegated auth) every target is also authorized at the hub.  Egress
+    proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) and exec
+    plugins (``Dynamic`` credentials) see ``config.environ`` (the process
+    environment, read once here).
     """
+    import os
+
     from clustergateway.auth.identity import IdentityResolver, ProxyConfig, ProxyConfigError
-    from clustergateway.proxy.resource import ClusterProxy
+    from clustergateway.proxy.egress import ProxyEnvironment, ProxyURLError
+    from clustergateway.proxy.execcred import ExecCredentialProvider, ExecSettings
+    from clustergateway.proxy.pools import PoolSettings
+    from clustergateway.proxy.resource import ClusterProxy, ProxySettings
 
     global_rules = None
     if config.proxy_config_file is not None:
@@ -596,7 +628,29 @@ def build_proxy(
     identity = IdentityResolver(
         global_rules, penetration=config.feature_gates.client_identity_penetration
     )
-    proxy = ClusterProxy.build(reactor, registry, identity_for=identity.identity_for)
+    environ = dict(os.environ if config.environ is None else config.environ)
+    try:
+        egress = ProxyEnvironment.from_environ(environ)
+    except ProxyURLError as e:
+        raise SystemExit(f"{PROG}: {e}") from None
+    credentials = ExecCredentialProvider(
+        reactor,
+        environ,
+        ExecSettings(
+            timeout=config.exec_plugin_timeout, no_expiry_ttl=config.exec_credential_cache_ttl
+        ),
+        metrics,
+    )
+    registry.subscribe(
+        lambda event, entry, _rv: credentials.forget(entry.name) if event == "DELETED" else None
+    )
+    proxy = ClusterProxy.build(
+        reactor,
+        registry,
+        settings=ProxySettings(pools=PoolSettings(proxy_environment=egress)),
+        credentials=credentials,
+        identity_for=identity.identity_for,
+    )
     proxy.metrics = metrics
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target

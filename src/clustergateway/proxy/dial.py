@@ -49,6 +49,7 @@ __all__ = [
     "DialTimeout",
     "DirectDialer",
     "StreamDialer",
+    "TunnelError",
     "UpstreamEndpoint",
     "describe_failure",
 ]
@@ -60,6 +61,14 @@ class DialError(Exception):
 
 class DialTimeout(DialError):
     """Connecting or the TLS handshake took longer than allowed."""
+
+
+class TunnelError(Exception):
+    """Reaching the cluster through an egress proxy failed.
+
+    The text starts ``via proxy <scheme>://<host>:<port>`` (never with the
+    proxy's credentials) and says what the proxy answered.
+    """
 
 
 class StreamDialer(Protocol):
@@ -87,6 +96,31 @@ class DirectDialer:
         if version == 6:
             return TCP6ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
         return HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+
+
+#: OpenSSL's X509 verification results worth naming (``X509_V_ERR_*``).
+_VERIFY_ERRORS = {
+    2: "the issuer certificate is not in the cluster's CA bundle",
+    9: "the certificate is not yet valid",
+    10: "the certificate has expired",
+    18: "the certificate is self-signed and not in the cluster's CA bundle",
+    19: "the chain ends in a self-signed certificate that is not in the cluster's CA bundle",
+    20: "the certificate is not signed by the cluster's CA (ca.crt)",
+    21: "the certificate is not signed by the cluster's CA (ca.crt)",
+    62: "the certificate does not match the expected host name",
+    64: "the certificate does not match the expected IP address",
+}
+
+
+def _verify_error(tls: Any) -> str | None:
+    """Why OpenSSL rejected the server certificate, when it did (else None)."""
+    try:
+        code = tls.getHandle().get_verify_result()
+    except Exception:
+        return None
+    if not code:
+        return None
+    return _VERIFY_ERRORS.get(code, f"X509 verify error {code}")
 
 
 def _ssl_reasons(value: SSL.Error) -> str:
@@ -156,7 +190,7 @@ class _HandshakeGate(_Protocol):
         self.app.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.attempt.failed(reason, during_tls=True)
+        self.attempt.failed(reason, during_tls=True, verify_error=_verify_error(self.transport))
 
 
 @attrs.define
@@ -230,16 +264,24 @@ class _Attempt:
         if not self.result.called:
             self.result.callback(protocol)
 
-    def failed(self, reason: Failure, *, during_tls: bool = False) -> None:
+    def failed(
+        self, reason: Failure, *, during_tls: bool = False, verify_error: str | None = None
+    ) -> None:
         self._pending = None
         if self.result.called:
             return
         if reason.check(CancelledError):
             return  # our own cancel; the result is already settled
+        cause = describe_failure(reason.value)
         if during_tls:
-            message = f"TLS handshake with {self.address} failed: {describe_failure(reason.value)}"
+            if "certificate verify failed" in cause:
+                detail = f": {verify_error}" if verify_error else ""
+                cause = f"server certificate verification failed ({cause}){detail}"
+            message = f"TLS handshake with {self.address} failed: {cause}"
+        elif reason.check(TunnelError):
+            message = f"dial tcp {self.address} {cause}"
         else:
-            message = f"dial tcp {self.address}: {describe_failure(reason.value)}"
+            message = f"dial tcp {self.address}: {cause}"
         cls = DialTimeout if reason.check(error.TimeoutError) else DialError
         self._transport = None
         self._finish_failure(Failure(cls(message)))

@@ -77,9 +77,10 @@ class UpstreamTarget:
     def from_endpoint(cls, endpoint: EndpointSpec) -> UpstreamTarget:
         """Parse the endpoint of a ``Const`` cluster.
 
-        Raises :class:`UnsupportedEndpoint` for endpoint types and options this
-        gateway cannot dial yet (``ClusterProxy``, ``proxy-url``) and for an
-        address that is not an ``http(s)`` URL.
+        Raises :class:`UnsupportedEndpoint` for endpoint types this gateway
+        cannot dial yet (``ClusterProxy``) and for an address that is not an
+        ``http(s)`` URL.  ``proxy_url`` is the egress router's business
+        (:mod:`clustergateway.proxy.egress`).
         """
         if endpoint.type == "ClusterProxy":
             raise UnsupportedEndpoint("ClusterProxy (konnectivity) endpoints are not supported yet")
@@ -87,8 +88,6 @@ class UpstreamTarget:
             raise UnsupportedEndpoint(
                 f"unsupported cluster gateway endpoint type {endpoint.type!r}"
             )
-        if endpoint.proxy_url:
-            raise UnsupportedEndpoint("dialing through proxy-url is not supported yet")
         address = endpoint.address.strip()
         if not address:
             raise UnsupportedEndpoint("the endpoint address is empty")

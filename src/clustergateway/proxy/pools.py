@@ -8,6 +8,11 @@ connections if they shared a pool (twisted-notes §1.4).  Hence one
 cluster's Secret changes how it is reached, its old upstream is *retired*: its
 idle connections close at once, connections still carrying a request (a watch,
 say) finish undisturbed and are closed instead of being pooled again.
+
+The byte stream under each upstream comes from an
+:class:`~clustergateway.proxy.egress.EgressRouter`: direct, or through the
+cluster's ``proxy-url`` (part of the access key, so a new proxy means a new
+pool) or the proxy of the gateway's environment (fixed at startup).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from zope.interface import implementer
 
 from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoint
+from clustergateway.proxy.egress import EgressRouter, ProxyEnvironment, reactor_resolver
 from clustergateway.proxy.paths import UpstreamTarget
-from clustergateway.proxy.tls import client_tls_creator
+from clustergateway.proxy.tls import client_tls_creator, proxy_tls_creator
 from clustergateway.registry.model import ClusterGateway, RegistryEntry, RegistryEvent
 
 __all__ = ["ClusterPools", "ClusterUpstream", "PoolSettings"]
@@ -37,12 +43,16 @@ class PoolSettings:
 
     ``idle_timeout`` stays below the apiserver's own idle close (Go's 90 s) so
     the gateway never reuses a connection the server is closing.
+    ``proxy_environment``: the gateway process's ``HTTPS_PROXY``/``NO_PROXY``
+    (read once in ``tap``), for clusters without a ``proxy-url``.  The
+    connect timeout covers the proxy handshake too.
     """
 
     connect_timeout: float = 10.0
     tls_handshake_timeout: float = 10.0
     max_idle_per_cluster: int = 32
     idle_timeout: float = 55.0
+    proxy_environment: ProxyEnvironment = attrs.field(factory=ProxyEnvironment)
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -113,11 +123,16 @@ class ClusterPools:
     settings: PoolSettings = attrs.field(factory=PoolSettings)
     dialer: StreamDialer | None = None
     _by_name: dict[str, ClusterUpstream] = attrs.field(factory=dict, init=False)
+    _egress: EgressRouter = attrs.field(init=False)
+    #: Clusters whose unverified TLS was logged, with the reason logged.
+    _insecure_logged: dict[str, str] = attrs.field(factory=dict, init=False)
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
         if self.dialer is None:
             self.dialer = DirectDialer(self.reactor)
+        resolve = reactor_resolver(self.reactor) if hasattr(self.reactor, "nameResolver") else None
+        self._egress = EgressRouter(self.dialer, self.settings.proxy_environment, resolve)
 
     def upstream_for(
         self, cluster: ClusterGateway, credential: ResolvedCredential
@@ -143,11 +158,16 @@ class ClusterPools:
     ) -> ClusterUpstream:
         target = UpstreamTarget.from_endpoint(cluster.endpoint)
         creator = client_tls_creator(target, cluster.endpoint, credential) if target.tls else None
-        assert self.dialer is not None
+        spec = cluster.endpoint
+        stream = self._egress.stream_endpoint(
+            target, spec.proxy_url, lambda host: proxy_tls_creator(host, spec)
+        )
+        if target.tls:
+            self._log_insecure(cluster)
         reactor: IReactorTime = self.reactor
         endpoint = UpstreamEndpoint(
             reactor,
-            self.dialer.stream_endpoint(target.host, target.port),
+            stream,
             target.address,
             creator,
             self.settings.connect_timeout,
@@ -158,6 +178,26 @@ class ClusterPools:
         pool.cachedConnectionTimeout = self.settings.idle_timeout
         agent = Agent.usingEndpointFactory(self.reactor, _FixedEndpointFactory(endpoint), pool)
         return ClusterUpstream(cluster, key, target, endpoint, pool, agent)
+
+    def _log_insecure(self, cluster: ClusterGateway) -> None:
+        """Warn once per cluster (and reason) that its server certificate is not verified."""
+        spec = cluster.endpoint
+        if not spec.insecure:
+            self._insecure_logged.pop(cluster.name, None)
+            return
+        why = (
+            "its Secret has no ca.crt (or ca) key"
+            if spec.ca_bundle is None
+            else 'its Secret sets insecure-skip-tls-verify: "true"'
+        )
+        if self._insecure_logged.get(cluster.name) == why:
+            return
+        self._insecure_logged[cluster.name] = why
+        self._log.warn(
+            "Cluster {cluster}: the server certificate is NOT verified ({why})",
+            cluster=cluster.name,
+            why=why,
+        )
 
     def _retire(self, name: str, why: str) -> None:
         upstream = self._by_name.pop(name, None)

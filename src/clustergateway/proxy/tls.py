@@ -14,6 +14,8 @@ per connection pool and rebuilt only when the Secret changes (twisted-notes
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +29,7 @@ from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.paths import UpstreamTarget, ip_version
 from clustergateway.registry.model import EndpointSpec
 
-__all__ = ["InsecureClientTLS", "TLSConfigError", "client_tls_creator"]
+__all__ = ["InsecureClientTLS", "TLSConfigError", "client_tls_creator", "proxy_tls_creator"]
 
 _ALPN = [b"http/1.1"]
 
@@ -113,17 +115,38 @@ def client_tls_creator(
         )
         name = None if ip_version(target.server_name) else target.server_name.encode("idna")
         return InsecureClientTLS(options, name)
-    if endpoint.ca_bundle is not None and endpoint.ca_bundle.strip():
-        roots = _certificates(endpoint.ca_bundle, "the CA bundle (ca.crt)")
-        trust = ssl.trustRootFromCertificates([_twisted_cert(c) for c in roots])
-    else:
-        # No CA (or an empty one) on a cluster that is not insecure: Go then
-        # verifies against the system roots.
-        trust = ssl.platformTrust()
     return ssl.optionsForClientTLS(
         target.server_name,
-        trustRoot=trust,
+        trustRoot=_trust(endpoint),
         clientCertificate=client_cert,
         acceptableProtocols=_ALPN,
         extraCertificateOptions=extra,
+    )
+
+
+def _trust(endpoint: EndpointSpec) -> Any:  # an IOpenSSLTrustRoot (not exported)
+    if endpoint.ca_bundle is not None and endpoint.ca_bundle.strip():
+        roots = _certificates(endpoint.ca_bundle, "the CA bundle (ca.crt)")
+        return ssl.trustRootFromCertificates([_twisted_cert(c) for c in roots])
+    # No CA (or an empty one) on a cluster that is not insecure: Go then
+    # verifies against the system roots.
+    return ssl.platformTrust()
+
+
+def proxy_tls_creator(proxy_host: str, endpoint: EndpointSpec) -> IOpenSSLClientConnectionCreator:
+    """TLS to an ``https://`` egress proxy: trusted like the cluster, without its client cert.
+
+    Go's transport verifies the proxy with the cluster's TLS settings (CA
+    bundle, or none when ``insecure``); the gateway does the same but never
+    shows the cluster's client certificate to the proxy.  No ALPN: the
+    proxy's protocol is ``CONNECT``, not the cluster's HTTP.
+    """
+    extra: dict[str, object] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if endpoint.insecure:
+        options = ssl.CertificateOptions(verify=False, **extra)  # type: ignore[arg-type]
+        return InsecureClientTLS(
+            options, None if ip_version(proxy_host) else proxy_host.encode("idna")
+        )
+    return ssl.optionsForClientTLS(
+        proxy_host, trustRoot=_trust(endpoint), extraCertificateOptions=extra
     )

@@ -128,7 +128,6 @@ def test_target_from_endpoint() -> None:
     [
         (EndpointSpec(type="ClusterProxy"), "ClusterProxy"),
         (EndpointSpec(type="Weird", address="https://a"), "unsupported cluster gateway endpoint"),
-        (EndpointSpec(address="https://a", proxy_url="socks5://p:1"), "proxy-url"),
         (EndpointSpec(address=""), "empty"),
         (EndpointSpec(address="ftp://a"), "scheme"),
         (EndpointSpec(address="https://a:99999"), "invalid endpoint address"),
