@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import importlib
 import json
 import os
@@ -43,6 +44,20 @@ def _version(argv: list[str]) -> str:
         return "?"
     text = (done.stdout + done.stderr).decode(errors="replace").strip()
     return text.splitlines()[0] if text else "?"
+
+
+def source_fingerprint() -> str:
+    """A hash of the gateway's source files as they are on disk (committed or not).
+
+    Each scenario starts a fresh gateway, which imports what is on disk then:
+    comparing the fingerprint before and after the run tells whether every
+    row measured the same code.
+    """
+    digest = hashlib.sha1()
+    for path in sorted((REPO / "src" / "clustergateway").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _meta() -> dict[str, Any]:
@@ -162,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "errors": {},
     }
     results["meta"]["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    results["meta"]["source_before"] = source_fingerprint()
     started = time.monotonic()
     topo = Topology(workdir / "run", upstream_h2=not options.upstream_http1)
     ctx = Context(topo, settings, workdir)
@@ -203,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {workdir}", file=sys.stderr)
     results["meta"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    results["meta"]["source_after"] = source_fingerprint()
     from bench.report import markdown, plots, update_readme
 
     json_path = options.out / f"{stem}.json"

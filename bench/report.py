@@ -228,6 +228,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta.get('loadavg_before')}, after {meta.get('loadavg_after')}. "
         "Cores: the server under test alone on core 0; wrk/clients and upstreams on core 1.",
         "",
+    ]
+    if meta.get("source_before") != meta.get("source_after"):
+        out += [
+            f"**The gateway's source changed during this run** (fingerprint "
+            f"{meta.get('source_before')} → {meta.get('source_after')}): each scenario starts a "
+            "fresh gateway, so rows may have measured different code.",
+            "",
+        ]
+    out += [
         "### Targets (gateway vs kubectl proxy, same run)",
         "",
         targets_markdown(results),
