@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="nginx offers HTTP/1.1 only (default: h2 too, as an apiserver)",
     )
+    parser.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        help="extra flag for every gateway started, e.g. --gateway-arg=--access-log",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--name", help="file stem (default: the date, -quick for --quick)")
     parser.add_argument("--keep-workdir", action="store_true")
@@ -179,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"]["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     results["meta"]["source_before"] = source_fingerprint()
     started = time.monotonic()
-    topo = Topology(workdir / "run", upstream_h2=not options.upstream_http1)
+    topo = Topology(
+        workdir / "run",
+        upstream_h2=not options.upstream_http1,
+        gateway_args=tuple(options.gateway_arg),
+    )
+    results["meta"]["gateway_args"] = list(options.gateway_arg)
     ctx = Context(topo, settings, workdir)
     try:
         with topo:

@@ -208,6 +208,8 @@ class Topology:
 
     workdir: Path
     upstream_h2: bool = True
+    #: Extra command-line flags for every gateway started (e.g. ``--workers=2``).
+    gateway_args: tuple[str, ...] = ()
     big_bodies: tuple[str, ...] = ("1m", "64m", "300m")
     processes: list[BenchProcess] = attrs.field(factory=list)
     nginx: BenchProcess | None = None
@@ -475,6 +477,7 @@ class Topology:
                     f"--secure-port={port}",
                     f"--secrets-dir={secrets}",
                     f"--cert-dir={self.workdir / 'gateway-certs'}",
+                    *self.gateway_args,
                     *extra_args,
                 ],
                 cores=PROXY_CORE,
