@@ -22,7 +22,7 @@ from bench.context import Context
 from bench.topology import CONFIGMAP_PATH
 from bench.wrk import WrkResult, run_wrk
 
-__all__ = ["profile_gateway", "top_self"]
+__all__ = ["profile_gateway", "self_by_file", "top_self"]
 
 
 def top_self(speedscope: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
@@ -54,6 +54,22 @@ def top_self(speedscope: dict[str, Any], limit: int = 10) -> list[dict[str, Any]
             }
         )
     return rows
+
+
+def self_by_file(speedscope: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
+    """Self time summed per source file (TLS, HTTP parsing, logging... at a glance)."""
+    frames = speedscope["shared"]["frames"]
+    weights: Counter[str] = Counter()
+    overall = 0.0
+    for profile in speedscope["profiles"]:
+        for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
+            if stack:
+                overall += weight
+                weights[_short(frames[stack[-1]].get("file", "?"))] += weight
+    return [
+        {"file": name, "self_share": round(weight / overall, 4) if overall else 0.0}
+        for name, weight in weights.most_common(limit)
+    ]
 
 
 def _short(location: str) -> str:
@@ -125,5 +141,7 @@ def profile_gateway(ctx: Context, out: Path) -> dict[str, Any]:
         "file": out.name,
         "seconds": seconds,
         "rps_while_profiling": round(loaded[0].rps, 1) if loaded else None,
+        "errors_while_profiling": loaded[0].errors if loaded else None,
         "top_self": top_self(data),
+        "self_by_file": self_by_file(data),
     }

@@ -481,6 +481,19 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             _table(["#", "Function", "Where", "Self", "Total"], rows),
         ]
+    failed = sum((pr or {}).get("errors_while_profiling", {}).values()) if pr else 0
+    if failed:
+        out += [
+            "",
+            f"**{failed} requests failed while profiling: the profile is not of the normal path.**",
+        ]
+    if pr and pr.get("self_by_file"):
+        out += [
+            "",
+            "Self time by file: "
+            + ", ".join(f"{r['file']} {r['self_share']:.1%}" for r in pr["self_by_file"])
+            + ".",
+        ]
     errors = results.get("errors", {})
     if errors:
         out += ["", "### Scenarios that failed", ""]
