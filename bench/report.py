@@ -50,6 +50,12 @@ def _pcts(latency_us: dict[str, float], keys: tuple[str, ...]) -> str:
 PROXY, LOAD = "0", "1"
 
 
+def _errors_note(row: dict[str, Any]) -> str:
+    """`` (N failed)`` when wrk counted errors (non-2xx/3xx answers, resets, timeouts)."""
+    failed = sum(row.get("errors", {}).values())
+    return f" ({failed} failed)" if failed else ""
+
+
 def _busy(ours: float | None, row: dict[str, Any], core: str) -> str:
     """``ours / all``: our processes' share of a core and every process's (other work)."""
     every = _get(row, "core_busy_all", core)
@@ -402,7 +408,7 @@ def markdown(results: dict[str, Any]) -> str:
                         [
                             f"GET {body[:-1]} MiB",
                             name,
-                            _fmt(r["mib_per_s"], 0),
+                            _fmt(r["mib_per_s"], 0) + _errors_note(r),
                             _x(_ratio(r["mib_per_s"], kp)),
                             _busy(r["server_cpu_share"], r, PROXY),
                             _busy(r["load_core_busy"], r, LOAD),
