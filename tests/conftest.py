@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.proxy",
     "tests.fixtures.auth",
+    "tests.fixtures.egress",
 ]

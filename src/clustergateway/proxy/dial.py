@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clustergateway.proxy.paths import ip_version
+from clustergateway.proxy.tls import verify_error_of
 
 __all__ = [
     "DialError",
@@ -96,31 +97,6 @@ class DirectDialer:
         if version == 6:
             return TCP6ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
         return HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
-
-
-#: OpenSSL's X509 verification results worth naming (``X509_V_ERR_*``).
-_VERIFY_ERRORS = {
-    2: "the issuer certificate is not in the cluster's CA bundle",
-    9: "the certificate is not yet valid",
-    10: "the certificate has expired",
-    18: "the certificate is self-signed and not in the cluster's CA bundle",
-    19: "the chain ends in a self-signed certificate that is not in the cluster's CA bundle",
-    20: "the certificate is not signed by the cluster's CA (ca.crt)",
-    21: "the certificate is not signed by the cluster's CA (ca.crt)",
-    62: "the certificate does not match the expected host name",
-    64: "the certificate does not match the expected IP address",
-}
-
-
-def _verify_error(tls: Any) -> str | None:
-    """Why OpenSSL rejected the server certificate, when it did (else None)."""
-    try:
-        code = tls.getHandle().get_verify_result()
-    except Exception:
-        return None
-    if not code:
-        return None
-    return _VERIFY_ERRORS.get(code, f"X509 verify error {code}")
 
 
 def _ssl_reasons(value: SSL.Error) -> str:
@@ -190,7 +166,7 @@ class _HandshakeGate(_Protocol):
         self.app.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.attempt.failed(reason, during_tls=True, verify_error=_verify_error(self.transport))
+        self.attempt.failed(reason, during_tls=True, verify_error=verify_error_of(self.transport))
 
 
 @attrs.define

@@ -366,14 +366,14 @@ class HTTPConnectHandshake:
             return HandshakeStep(done=True, rest=buffer[end + 4 :])
         answer = f"{code} {phrase}".strip()
         target = _authority(self.host, self.port)
-        if code == 407:
+        if code in (401, 407):  # tinyproxy answers a wrong password with 401
             why = (
                 "rejected the credentials in the proxy URL"
                 if self.proxy.username is not None
                 else "requires authentication and the proxy URL has none"
             )
             raise self._error(f"{why} ({answer})")
-        raise self._error(f"answered {answer} to CONNECT {target}")
+        raise self._error(f'answered "{answer}" to CONNECT {target}')
 
     def _error(self, why: str) -> TunnelError:
         return TunnelError(f"via proxy {self.proxy.display}: the proxy {why}")

@@ -29,7 +29,13 @@ from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.paths import UpstreamTarget, ip_version
 from clustergateway.registry.model import EndpointSpec
 
-__all__ = ["InsecureClientTLS", "TLSConfigError", "client_tls_creator", "proxy_tls_creator"]
+__all__ = [
+    "InsecureClientTLS",
+    "TLSConfigError",
+    "client_tls_creator",
+    "proxy_tls_creator",
+    "verify_error_of",
+]
 
 _ALPN = [b"http/1.1"]
 
@@ -91,6 +97,40 @@ class InsecureClientTLS:
         if self.server_name is not None:
             connection.set_tlsext_host_name(self.server_name)
         return connection
+
+
+#: OpenSSL's X509 verification results worth naming (``X509_V_ERR_*``).
+_VERIFY_ERRORS = {
+    2: "the issuer of the server certificate is not in the cluster's CA bundle (ca.crt)",
+    9: "the server certificate is not yet valid",
+    10: "the server certificate has expired",
+    18: "the server certificate is self-signed and not in the cluster's CA bundle (ca.crt)",
+    19: "the server's chain ends in a CA that is not in the cluster's CA bundle (ca.crt)",
+    20: "the server certificate is not signed by a CA in the cluster's CA bundle (ca.crt)",
+    21: "the server certificate is not signed by a CA in the cluster's CA bundle (ca.crt)",
+    24: "an intermediate certificate of the server is not a CA",
+    26: "the server certificate is not meant for a TLS server",
+}
+
+
+def verify_error_of(tls: Any) -> str | None:
+    """Why OpenSSL rejected the server certificate on the TLS protocol ``tls``, if it did.
+
+    pyOpenSSL has no ``get_verify_result``, so this reads OpenSSL's through
+    pyOpenSSL's binding; any problem doing so just means no detail (the
+    message then says "certificate verify failed" alone).  Never replace the
+    connection's verify callback to learn this: Twisted checks the host name
+    in it.
+    """
+    try:
+        from OpenSSL._util import lib
+
+        code = int(lib.SSL_get_verify_result(tls.getHandle()._ssl))
+    except Exception:
+        return None
+    if not code:
+        return None
+    return _VERIFY_ERRORS.get(code, f"X509 verify error {code}")
 
 
 def client_tls_creator(

@@ -197,9 +197,14 @@ def test_connect_request_and_success() -> None:
             b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n",
             "rejected the credentials in the proxy URL (407 Proxy Authentication Required)",
         ),
-        ("http://p:1", b"HTTP/1.0 403 Access violation\r\n\r\n", "answered 403 Access violation"),
+        ("http://p:1", b"HTTP/1.0 403 Access violation\r\n\r\n", 'answered "403 Access violation"'),
+        (
+            "http://u:hunter2@p:1",
+            b"HTTP/1.0 401 Unauthorized\r\n\r\n",
+            "rejected the credentials in the proxy URL (401 Unauthorized)",
+        ),
         ("http://p:1", b"SSH-2.0-OpenSSH\r\n\r\n", "not HTTP"),
-        ("http://p:1", b"HTTP/1.1 502\r\n\r\n", "answered 502 to CONNECT c:6443"),
+        ("http://p:1", b"HTTP/1.1 502\r\n\r\n", 'answered "502" to CONNECT c:6443'),
     ],
 )
 def test_connect_refusals(url: str, answer: bytes, message: str) -> None:
@@ -365,7 +370,7 @@ def test_tunnel_endpoint_refused_by_proxy() -> None:
     failures: list[Failure] = []
     d.addErrback(failures.append)
     assert failures[0].check(TunnelError)
-    assert "answered 403 Forbidden" in failures[0].getErrorMessage()
+    assert 'answered "403 Forbidden"' in failures[0].getErrorMessage()
     assert fake.transport.disconnecting or fake.transport.disconnected
 
 
