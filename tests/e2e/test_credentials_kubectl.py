@@ -184,6 +184,12 @@ async def test_dynamic_runs_once_for_concurrent_requests_and_again_after_expiry(
     code, _ = await proxy_get(gateway, "c1")
     assert code == 200
     assert len(exec_plugin_runs(plugin)) == 2
+    metrics = gateway.service.metrics
+    assert metrics is not None
+    runs = metrics.registry.get_sample_value(
+        "ocm_proxy_exec_credential_runs_total", {"cluster": "c1"}
+    )
+    assert runs == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -226,6 +232,12 @@ async def test_dynamic_failures_are_503_with_the_cause(
         globalLogPublisher.removeObserver(events.append)
     from twisted.logger import formatEvent
 
+    metrics = gateway.service.metrics
+    assert metrics is not None
+    failures = metrics.registry.get_sample_value(
+        "ocm_proxy_exec_credential_failures_total", {"cluster": "failing"}
+    )
+    assert failures == 2  # one per request: failures are not cached
     logged = "\n".join(formatEvent(e) for e in events)
     assert "no credentials" in logged  # the failing plugin's stderr
     assert "secret-tok" not in logged  # stdout never is

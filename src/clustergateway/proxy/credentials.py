@@ -3,8 +3,9 @@
 A credential resolves to at most a bearer token (sent as ``Authorization``)
 and a client certificate (presented in the TLS handshake).  Resolution is
 asynchronous behind :class:`CredentialProvider` because ``Dynamic``
-credentials run an exec plugin; that plugin is not supported yet, so a
-``Dynamic`` cluster gets a clear 503 until the provider that runs it is added.
+credentials run an exec plugin: :class:`~clustergateway.proxy.execcred.ExecCredentialProvider`
+(what ``tap`` wires) does, :class:`StaticCredentialProvider` alone answers them
+with a 503.
 Nothing here logs or formats a credential: :class:`ResolvedCredential` keeps
 them out of its ``repr``.
 """
@@ -99,8 +100,8 @@ def resolve_static(cluster: ClusterGateway) -> ResolvedCredential:
 class StaticCredentialProvider:
     """Credentials stored in the Secret: tokens and client certificates.
 
-    The follow-up that runs exec plugins wraps this one and handles
-    ``Dynamic`` itself.
+    ``Dynamic`` clusters get a 503 here; ``execcred.ExecCredentialProvider``
+    resolves these the same way and runs exec plugins for ``Dynamic``.
     """
 
     def credential_for(self, cluster: ClusterGateway) -> Deferred[ResolvedCredential]:

@@ -33,6 +33,7 @@ from clustergateway.proxy.egress import (
     parse_proxy_url,
 )
 from clustergateway.proxy.paths import UpstreamTarget
+from clustergateway.proxy.tls import InsecureClientTLS, proxy_tls_creator, verify_error_of
 from clustergateway.registry.model import ClusterGateway, CredentialSpec, EndpointSpec
 from tests.unit.proxy.conftest import FakeRegistry, start_harness, stop_harness
 
@@ -507,3 +508,19 @@ async def test_unreachable_proxy_is_502_naming_cluster_and_proxy() -> None:
 def test_proxy_url_value_is_hashable_for_pool_keys() -> None:
     """ProxyURL is a frozen value (it may be part of keys)."""
     assert hash(parse_proxy_url("http://p:1")) == hash(ProxyURL("http", "p", 1))
+
+
+def test_https_proxy_trust_follows_the_cluster() -> None:
+    """An https:// proxy is not verified when the cluster is insecure (SNI still sent for
+    names), and is verified (with the cluster's CA or the platform roots) otherwise."""
+    insecure = proxy_tls_creator("proxy.example", EndpointSpec(address="https://c", insecure=True))
+    assert isinstance(insecure, InsecureClientTLS) and insecure.server_name == b"proxy.example"
+    by_ip = proxy_tls_creator("10.0.0.1", EndpointSpec(address="https://c", insecure=True))
+    assert isinstance(by_ip, InsecureClientTLS) and by_ip.server_name is None
+    verified = proxy_tls_creator("proxy.example", EndpointSpec(address="https://c"))
+    assert not isinstance(verified, InsecureClientTLS)
+
+
+def test_verify_error_of_without_a_handle() -> None:
+    """No TLS connection to ask (or no verification error): no detail, never an exception."""
+    assert verify_error_of(object()) is None
