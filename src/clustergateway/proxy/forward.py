@@ -23,18 +23,16 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.client import ResponseFailed
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, render_status
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
-from clustergateway.proxy.headers import response_headers
+from clustergateway.proxy.h1client import Exchange, H1Pool, ResponseHead
+from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
     "BytesBody",
@@ -123,28 +121,15 @@ def upstream_error(cluster: str, failure: Failure) -> StatusError:
     )
 
 
-class _BodyRelay(Protocol):
-    """Receives the upstream body and writes it into the client's response."""
-
-    def __init__(self, exchange: StreamingForward) -> None:
-        self.exchange = exchange
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self.exchange.body_started(self)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.exchange.request.write(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        self.exchange.body_ended(reason)
-
-
 @attrs.define(slots=True, eq=False)
 class StreamingForward:
     """One request in flight: the client's ``request`` and the upstream exchange.
 
     Build one per request and call :meth:`start`; it answers the request by
-    itself from then on.
+    itself from then on.  It is the :class:`~clustergateway.proxy.h1client.ResponseSink`
+    of the exchange: the head becomes the client's status and headers, each
+    body piece one ``request.write``, the upstream connection the response's
+    producer.
     """
 
     # Twisted's Request, reactor and DelayedCall are zope-interface/untyped
@@ -152,126 +137,108 @@ class StreamingForward:
     request: Any
     reactor: Any
     cluster: str
-    _deferred: Deferred[Any] | None = None
-    _body: _BodyRelay | None = None
+    _exchange: Exchange | None = None
     _timer: Any = None
     _timeout: float | None = None
     _gone: bool = False
-    _timed_out: bool = False
+    _head: bool = False
     _producing: bool = False
 
     _log = Logger()
 
     def start(
         self,
-        agent: Any,
+        pool: H1Pool,
         method: bytes,
-        url: bytes,
-        headers: Headers,
-        body: Any,
+        data: bytes,
+        has_body: bool,
         header_timeout: float | None,
     ) -> None:
-        """Send the request; the response (or a Status) is written when it comes."""
+        """Send ``data`` (the serialized request); the response (or a Status) follows."""
         request = self.request
         request.defaultContentType = None
         request.notifyFinish().addErrback(self._client_gone)
-        try:
-            d = agent.request(method, url, headers, body)
-        except Exception as e:  # a request Twisted refuses to send (should not happen)
-            finish_with_status(request, BadGateway(f"cluster {self.cluster}: {e}"))
-            return
-        self._deferred = d
-        d.addCallbacks(self._got_response, self._failed)
-        # Still waiting (a fired Deferred may also be waiting on an inner one,
-        # so look at our own bookkeeping, not ``d.called``)?
-        if header_timeout is not None and self._deferred is not None:
+        if header_timeout is not None:
             self._timeout = header_timeout
             self._timer = self.reactor.callLater(header_timeout, self._time_out)
+        self._exchange = pool.request(self, data, method=method, has_body=has_body)
 
     def _time_out(self) -> None:
         self._timer = None
-        self._timed_out = True
-        if self._deferred is not None:
-            self._deferred.cancel()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.cancel()
+        error = GatewayTimeout(
+            f"cluster {self.cluster}: no response from the cluster within {self._timeout:g}s",
+            {"name": self.cluster},
+        )
+        finish_with_status(self.request, error)
 
     def _stop_timer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
             self._timer = None
+            if timer.active():
+                timer.cancel()
 
     def _client_gone(self, reason: Failure) -> None:
         self._gone = True
         self._stop_timer()
-        if self._body is not None:
-            transport = self._body.transport
-            if transport is not None:
-                transport.stopProducing()
-        elif self._deferred is not None:
-            self._deferred.cancel()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.cancel()
 
-    def _failed(self, failure: Failure) -> None:
-        self._stop_timer()
-        self._deferred = None
-        if self._gone:
-            return
-        if self._timed_out:
-            error: StatusError = GatewayTimeout(
-                f"cluster {self.cluster}: no response from the cluster within {self._timeout:g}s",
-                {"name": self.cluster},
-            )
-        else:
-            error = upstream_error(self.cluster, failure)
-        self._log.debug(
-            "Proxy request to cluster {cluster} failed: {error}",
-            cluster=self.cluster,
-            error=error.message,
-        )
-        finish_with_status(self.request, error)
+    # -- ResponseSink ------------------------------------------------------------------
 
-    def _got_response(self, response: Any) -> None:
+    def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
-        self._deferred = None
-        if self._gone:
-            response.deliverBody(_BodyRelay(self))  # connects, then stops at once
-            return
+        self._head = True
         request = self.request
-        code = response.code
-        request.setResponseCode(code, response.phrase)
+        code = head.code
+        request.setResponseCode(code, head.phrase or None)
         out = request.responseHeaders
         # Twisted stamps its own Server and Date; the cluster's (if any) are used.
         out.removeHeader(b"server")
         out.removeHeader(b"date")
-        for name, values in response_headers(response.headers.getAllRawHeaders()):
-            out.setRawHeaders(name, values)
-        length = response.length
-        if (
-            length is not UNKNOWN_LENGTH
-            and code not in _NO_BODY_CODES
-            and request.method != b"HEAD"
-        ):
+        add = out.addRawHeader
+        for name, value in response_header_pairs(head.headers):
+            add(name, value)
+        length = head.length
+        if length is not None and code not in _NO_BODY_CODES:
             out.setRawHeaders(b"content-length", [b"%d" % length])
-        response.deliverBody(_BodyRelay(self))
-
-    def body_started(self, relay: _BodyRelay) -> None:
-        self._body = relay
-        transport: Any = relay.transport
-        if self._gone:
-            transport.stopProducing()
-            return
-        self.request.registerProducer(transport, True)
+        request.registerProducer(producer, True)
         self._producing = True
 
-    def body_ended(self, reason: Failure) -> None:
-        self._body = None
-        if self._gone:
-            return
+    def body_received(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def body_done(self) -> None:
+        self._exchange = None
         request = self.request
         if self._producing:
             self._producing = False
             request.unregisterProducer()
-        if isinstance(reason.value, ResponseDone | PotentialDataLoss):
-            request.finish()
+        if self._gone:
+            return
+        request.finish()
+
+    def failed(self, reason: Failure, head_received: bool) -> None:
+        self._stop_timer()
+        self._exchange = None
+        request = self.request
+        if self._producing:
+            self._producing = False
+            request.unregisterProducer()
+        if self._gone:
+            return
+        if not head_received:
+            error = upstream_error(self.cluster, reason)
+            self._log.debug(
+                "Proxy request to cluster {cluster} failed: {error}",
+                cluster=self.cluster,
+                error=error.message,
+            )
+            finish_with_status(request, error)
             return
         # Truncated by the cluster (or the network): never a clean end.
         self._log.debug(

@@ -26,6 +26,7 @@ __all__ = [
     "connection_tokens",
     "is_upgrade_request",
     "request_headers",
+    "response_header_pairs",
     "response_headers",
     "serialize_head",
 ]
@@ -55,6 +56,7 @@ _INBOUND_DROPPED = HOP_BY_HOP | {
     b"expect",
     b"x-forwarded-for",
 }
+_OUTBOUND_DROPPED = HOP_BY_HOP | {b"content-length"}
 _INBOUND_DROPPED_PREFIXES = (b"x-remote-", b"impersonate-")
 
 RawHeaders = Iterable[tuple[bytes, Sequence[bytes]]]
@@ -137,6 +139,23 @@ def response_headers(headers: RawHeaders) -> Iterable[tuple[bytes, Sequence[byte
         if lower in HOP_BY_HOP or lower in named:
             continue
         yield name, values
+
+
+def response_header_pairs(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """:func:`response_headers` for flat ``(name, value)`` pairs as a parser yields them.
+
+    Also drops ``Content-Length``: the caller sets it from the parsed framing.
+    """
+    named: frozenset[bytes] = frozenset()
+    for name, _ in headers:
+        if name.lower() == b"connection":
+            named = connection_tokens([v for n, v in headers if n.lower() == b"connection"])
+            break
+    return [
+        (name, value)
+        for name, value in headers
+        if (lower := name.lower()) not in _OUTBOUND_DROPPED and lower not in named
+    ]
 
 
 def serialize_head(

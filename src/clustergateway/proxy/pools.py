@@ -1,9 +1,9 @@
-"""Connection pools: one ``Agent`` and persistent pool per way of reaching a cluster.
+"""Connection pools: one persistent ``H1Pool`` per way of reaching a cluster.
 
 Twisted keys a pool's connections by ``(scheme, host, port)`` only, so two
 clusters (or two credentials) behind one address would share authenticated
 connections if they shared a pool (twisted-notes §1.4).  Hence one
-:class:`ClusterUpstream` — dial endpoint, TLS creator, pool and ``Agent`` — per
+:class:`ClusterUpstream` — dial endpoint, TLS creator and pool — per
 ``ClusterGateway.access_key()`` plus the client certificate in use.  When a
 cluster's Secret changes how it is reached, its old upstream is *retired*: its
 idle connections close at once, connections still carrying a request (a watch,
@@ -20,16 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
 from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoint
 from clustergateway.proxy.egress import EgressRouter, ProxyEnvironment, reactor_resolver
+from clustergateway.proxy.h1client import H1Pool
 from clustergateway.proxy.paths import UpstreamTarget
 from clustergateway.proxy.tls import client_tls_creator, proxy_tls_creator
 from clustergateway.registry.model import ClusterGateway, RegistryEntry, RegistryEvent
@@ -55,35 +53,6 @@ class PoolSettings:
     proxy_environment: ProxyEnvironment = attrs.field(factory=ProxyEnvironment)
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """Twisted's per-connection factory without its "Starting/Stopping factory" info
-    lines: one pair for every upstream connection is noise, not news."""
-
-    noisy = False
-
-
-class _RetiringPool(HTTPConnectionPool):
-    """A persistent pool that, once retired, closes connections returned to it."""
-
-    _factory = _QuietClientFactory
-    retired = False
-
-    def _putConnection(self, key: Any, connection: Any) -> None:
-        if self.retired:
-            connection.transport.loseConnection()
-            return
-        super()._putConnection(key, connection)
-
-
-@implementer(IAgentEndpointFactory)
-@attrs.frozen
-class _FixedEndpointFactory:
-    endpoint: IStreamClientEndpoint
-
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:  # noqa: N802
-        return self.endpoint
-
-
 @attrs.define
 class ClusterUpstream:
     """Everything needed to send requests to one cluster with one credential.
@@ -97,13 +66,13 @@ class ClusterUpstream:
     key: tuple[Any, ...]
     target: UpstreamTarget
     endpoint: IStreamClientEndpoint
-    pool: _RetiringPool
-    agent: Agent
+    #: Plain requests' connections (``h1client``); upgrades dial ``endpoint`` themselves.
+    pool: H1Pool
 
     def retire(self) -> Deferred[None]:
         """Close idle connections now and busy ones when their request ends."""
-        self.pool.retired = True
-        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+        self.pool.close()
+        return succeed(None)
 
 
 def _key(cluster: ClusterGateway, credential: ResolvedCredential) -> tuple[Any, ...]:
@@ -173,11 +142,13 @@ class ClusterPools:
             self.settings.connect_timeout,
             self.settings.tls_handshake_timeout,
         )
-        pool = _RetiringPool(self.reactor, persistent=True)
-        pool.maxPersistentPerHost = self.settings.max_idle_per_cluster
-        pool.cachedConnectionTimeout = self.settings.idle_timeout
-        agent = Agent.usingEndpointFactory(self.reactor, _FixedEndpointFactory(endpoint), pool)
-        return ClusterUpstream(cluster, key, target, endpoint, pool, agent)
+        pool = H1Pool(
+            self.reactor,
+            endpoint,
+            max_idle=self.settings.max_idle_per_cluster,
+            idle_timeout=self.settings.idle_timeout,
+        )
+        return ClusterUpstream(cluster, key, target, endpoint, pool)
 
     def _log_insecure(self, cluster: ClusterGateway) -> None:
         """Warn once per cluster (and reason) that its server certificate is not verified."""
@@ -223,7 +194,7 @@ class ClusterPools:
 
     def connection_count(self) -> int:
         """Idle pooled connections across all clusters (for tests and metrics)."""
-        return sum(len(c) for u in self._by_name.values() for c in u.pool._connections.values())
+        return sum(u.pool.idle_count() for u in self._by_name.values())
 
     def close(self) -> Deferred[Any]:
         """Close every idle connection and forget all upstreams (service stop)."""

@@ -22,7 +22,6 @@ import attrs
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -40,6 +39,7 @@ from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
 from clustergateway.proxy.forward import BytesBody, StreamingForward, finish_with_status
+from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
 from clustergateway.proxy.paths import is_long_running, join_path, rewrite_query, split_uri
 from clustergateway.proxy.pools import ClusterPools, PoolSettings
@@ -250,14 +250,15 @@ class ClusterProxy:
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
             splice.start(upstream.endpoint, head)
             return
-        out = Headers()
-        for name, values in headers:
-            out.setRawHeaders(name, values)
-        for name, value in added:
-            out.addRawHeader(name, value)
+        headers.insert(0, (b"Host", [target.host_header]))
+        headers.extend((name, [value]) for name, value in added[1:])
+        method = request.method
+        data = request_head(method, path, headers, None if body is None else body.length)
+        if body is not None:
+            data += body.data
         timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
         StreamingForward(request, self.reactor, cluster.name).start(
-            upstream.agent, request.method, target.url_prefix + path, out, body, timeout
+            upstream.pool, method, data, body is not None, timeout
         )
 
     def _failed(self, failure: Failure, request: Request, cluster: str) -> None:
