@@ -669,17 +669,30 @@ class RegistryFeed:
     closers: tuple[Callable[[], Any], ...] = ()
 
 
-def build_source(reactor: Any, config: GatewayConfig, registry: SecretRegistry) -> RegistryFeed:
-    """``--secrets-dir``: a directory of manifests; otherwise the hub's Secrets."""
+def build_source(
+    reactor: Any,
+    config: GatewayConfig,
+    registry: SecretRegistry,
+    on_synced: Callable[[], object] | None = None,
+) -> RegistryFeed:
+    """``--secrets-dir``: a directory of manifests; otherwise the hub's Secrets.
+
+    ``on_synced`` runs after each successful full sync of the Secrets (the
+    last-sync gauge: ``GatewayMetrics.registry_synced``).
+    """
     if config.secrets_dir is not None:
         from clustergateway.registry.secrets_dir import DirectorySecretSource
 
         return RegistryFeed(
             DirectorySecretSource(
-                reactor, config.secrets_dir, registry, interval=config.secrets_dir_interval
+                reactor,
+                config.secrets_dir,
+                registry,
+                interval=config.secrets_dir_interval,
+                on_synced=on_synced,
             )
         )
-    return build_hub_source(reactor, config, registry)
+    return build_hub_source(reactor, config, registry, on_synced)
 
 
 def hub_client(reactor: Any, config: GatewayConfig) -> Any:
@@ -696,7 +709,12 @@ def hub_client(reactor: Any, config: GatewayConfig) -> Any:
         raise ConfigError("kubeconfig", reason) from None
 
 
-def build_hub_source(reactor: Any, config: GatewayConfig, registry: SecretRegistry) -> RegistryFeed:
+def build_hub_source(
+    reactor: Any,
+    config: GatewayConfig,
+    registry: SecretRegistry,
+    on_synced: Callable[[], object] | None = None,
+) -> RegistryFeed:
     """Hub mode: list+watch the Secrets of ``--secret-namespace`` (and OCM ManagedClusters)."""
     from clustergateway.registry.hub_source import HubManagedClusterSource, HubSecretSource
     from clustergateway.server.healthwriter import HubHealthWriter
@@ -709,6 +727,7 @@ def build_hub_source(reactor: Any, config: GatewayConfig, registry: SecretRegist
         config.secret_namespace,
         registry,
         resync_period=config.resync_period,
+        on_synced=on_synced,
     ).setServiceParent(feeds)
     if config.feature_gates.ocm_cluster_cache or config.ocm_integration:
         HubManagedClusterSource(
@@ -738,9 +757,12 @@ def build_service(
     feeds: list[Service] = []
     closers: list[Callable[[], Any]] = []
     feed_hub: Any = None
+    own_registry = registry is None
     if registry is None:
         registry = SecretRegistry(gv.group, config.feature_gates)
-        feed = build_source(reactor, config, registry)
+    metrics = GatewayMetrics.build(registry, clock=reactor.seconds)
+    if own_registry:
+        feed = build_source(reactor, config, registry, metrics.registry_synced)
         feed_hub = feed.hub
         source, health_writer = feed.service, feed.health_writer
         closers.extend(feed.closers)
@@ -748,7 +770,6 @@ def build_service(
         feeds.append(source)
     changes = ChangeLog.follow(registry)
     closers.append(changes.close)
-    metrics = GatewayMetrics.build(registry, clock=reactor.seconds)
     auth = build_delegated_auth(reactor, config, feed_hub) if guard is None else None
     if guard is None:
         guard = auth.guard if auth is not None else StandaloneGuard()
@@ -844,6 +865,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         raise SystemExit(f"{PROG}: {e}") from None
     from twisted.scripts import twistd
 
+    if "twisted.internet.reactor" not in sys.modules:
+        from clustergateway.server.reactor import install
+
+        install()  # epoll without a logging context per I/O event (server.reactor)
     # JSON lines off a terminal, text on one; credentials masked (observe.logs).
     logger = "--logger=clustergateway.observe.logs.twistd_observer"
     sys.argv = [PROG, "--nodaemon", "--pidfile=", logger, "clustergateway", *args]
