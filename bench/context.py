@@ -13,7 +13,15 @@ import attrs
 from bench.procs import BenchProcess
 from bench.topology import LOAD_CORE, PROXY_CORE, Topology
 
-__all__ = ["MIB", "Context", "Settings", "core_times", "cpu_window", "stats_ms"]
+__all__ = [
+    "MIB",
+    "Context",
+    "Settings",
+    "core_times",
+    "cpu_window",
+    "foreign_cpu",
+    "stats_ms",
+]
 
 MIB = 1 << 20
 
@@ -37,6 +45,10 @@ class Settings:
     splice_bytes: int = 512 * MIB
     stall_seconds: float = 8.0
     profile: bool = True
+    #: Re-measure a row up to this many times while other work took more than
+    #: ``foreign_limit`` of a core (see ``small_get.measure``).
+    retries: int = 2
+    foreign_limit: float = 0.15
 
     @classmethod
     def quick_settings(cls) -> Settings:
@@ -50,6 +62,7 @@ class Settings:
             splice_bytes=64 * MIB,
             stall_seconds=3.0,
             profile=False,
+            retries=0,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,6 +97,15 @@ def core_times() -> dict[str, tuple[int, int]]:
                 idle = values[3] + values[4]  # idle + iowait
                 times[name[3:]] = (sum(values) - idle, sum(values))
     return times
+
+
+def foreign_cpu(all_busy: dict[str, float], ours: dict[str, float]) -> dict[str, float]:
+    """Per core, the share of time other processes kept it busy (never below 0)."""
+    return {
+        core: round(max(0.0, all_busy[core] - share), 3)
+        for core, share in ours.items()
+        if core in all_busy
+    }
 
 
 @attrs.define

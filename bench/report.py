@@ -423,7 +423,7 @@ def markdown(results: dict[str, Any]) -> str:
                 if "error" in r:
                     rows.append([f"splice {direction}", name, "error", "n/a", r["error"][:60], ""])
                     continue
-                share = r["server_cpu_s"] / r["seconds"] if r["seconds"] else 0
+                share = r.get("server_cpu_share")
                 rows.append(
                     [
                         f"splice {direction}",

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bench.clients import splice
-from bench.context import Context, cpu_window
+from bench.context import Context, cpu_window, foreign_cpu
 from bench.scenarios.small_get import measure
 from bench.topology import Target
 
@@ -30,6 +30,19 @@ BODIES = ("1m", "64m")
 def _splice_row(ctx: Context, target: Target, direction: str) -> dict[str, Any]:
     total = ctx.settings.splice_bytes
     splice(target, direction, min(total, 16 << 20))  # warm-up: pools, TLS, page cache
+    attempts = []
+    for _ in range(ctx.settings.retries + 1):
+        row = _splice_once(ctx, target, direction, total)
+        attempts.append(row)
+        if max(row["foreign_cpu"].values(), default=0.0) <= ctx.settings.foreign_limit:
+            break
+        ctx.log(f"  {target.name}: other work took CPU {row['foreign_cpu']}; measuring again")
+    best = min(attempts, key=lambda r: sum(r["foreign_cpu"].values()))
+    best["attempts"] = len(attempts)
+    return best
+
+
+def _splice_once(ctx: Context, target: Target, direction: str, total: int) -> dict[str, Any]:
     processes = {"server": target.process}
     if target.name != "direct" and ctx.topo.sink is not None:
         processes["upstream"] = ctx.topo.sink
@@ -38,13 +51,22 @@ def _splice_row(ctx: Context, target: Target, direction: str) -> dict[str, Any]:
         result = splice(target, direction, total)
     client_cpu = time.process_time() - client_before
     load = client_cpu + window.used.get("upstream", 0.0)
+    server_share = window.used["server"] / result.seconds if result.seconds else 0.0
+    load_share = load / result.seconds if result.seconds else 0.0
+    if target.name == "direct":  # client and sink both on the load core; core 0 idle
+        load_share += server_share
+        server_share = 0.0
     return {
         "bytes": result.bytes,
         "seconds": round(result.seconds, 3),
         "mib_per_s": round(result.mib_per_s, 1),
         "server_cpu_s": round(window.used["server"], 3),
-        "load_core_busy": round(load / result.seconds, 3) if result.seconds else None,
+        "server_cpu_share": round(server_share, 3),
+        "load_core_busy": round(load_share, 3),
         "core_busy_all": window.core_busy,
+        "foreign_cpu": foreign_cpu(
+            window.core_busy, {ctx.proxy_core: server_share, ctx.load_core: load_share}
+        ),
     }
 
 
