@@ -53,7 +53,7 @@ from clustergateway.observe.labels import (
     VERBS,
     code_label,
 )
-from clustergateway.registry.model import ClusterRegistry
+from clustergateway.registry.model import ClusterRegistry, EndpointSpec
 
 __all__ = [
     "ClusterMetrics",
@@ -61,7 +61,9 @@ __all__ = [
     "MetricsResource",
     "RegistryCollector",
     "REQUEST_DURATION_BUCKETS",
+    "UNVERIFIED_REASONS",
     "UPSTREAM_BUCKETS",
+    "unverified_reason",
 ]
 
 #: The Go gateway's buckets for request durations and access reviews.
@@ -332,14 +334,35 @@ class ClusterMetrics:
             self._child("exec_failures").inc()
 
 
+#: Why a cluster's server certificate is not verified: ``skip_verify`` (the
+#: Secret has no CA key, Go quirk 4, or sets ``insecure-skip-tls-verify``) or
+#: ``plain_http`` (an ``http://`` endpoint: no TLS at all).
+UNVERIFIED_REASONS = ("skip_verify", "plain_http")
+
+
+def unverified_reason(endpoint: EndpointSpec) -> str | None:
+    """Why the gateway does not verify ``endpoint``'s server certificate, or None.
+
+    A CA-less endpoint that is not ``insecure`` is verified against the system
+    roots (``proxy.tls``), so it is not counted; conversion marks a Secret
+    without a CA key ``insecure`` unless it says otherwise.
+    """
+    if endpoint.type == "Const" and endpoint.address[:7].lower() == "http://":
+        return "plain_http"
+    if endpoint.insecure:
+        return "skip_verify"
+    return None
+
+
 @attrs.define(eq=False)
 class RegistryCollector(Collector):
     """Registry gauges, computed at scrape time from the registry itself.
 
     Nothing has to remember to update them: clusters (Secrets that convert),
-    unconvertible Secrets, whether the first sync happened, and when the last
-    successful sync with the Secret source finished (reported by the source
-    through :meth:`GatewayMetrics.registry_synced`).
+    unconvertible Secrets, clusters whose server certificate is not verified
+    (by why: see :func:`unverified_reason`), whether the first sync happened,
+    and when the last successful sync with the Secret source finished
+    (reported by the source through :meth:`GatewayMetrics.registry_synced`).
     """
 
     registry: ClusterRegistry | None
@@ -353,9 +376,14 @@ class RegistryCollector(Collector):
         if registry is None:
             return
         valid = invalid = 0
+        unverified = dict.fromkeys(UNVERIFIED_REASONS, 0)
         for entry in registry.entries():
-            if entry.gateway is not None:
+            gateway = entry.gateway
+            if gateway is not None:
                 valid += 1
+                reason = unverified_reason(gateway.endpoint)
+                if reason is not None:
+                    unverified[reason] += 1
             else:
                 invalid += 1
         yield GaugeMetricFamily(
@@ -368,6 +396,14 @@ class RegistryCollector(Collector):
             "Cluster Secrets that cannot be converted (requests to them get 503)",
             value=invalid,
         )
+        insecure = GaugeMetricFamily(
+            "cluster_gateway_registry_insecure_clusters",
+            "Clusters reached without verifying their server certificate, by why",
+            labels=("reason",),
+        )
+        for reason, count in unverified.items():
+            insecure.add_metric((reason,), count)
+        yield insecure
         yield GaugeMetricFamily(
             "cluster_gateway_registry_synced",
             "1 once the registry has applied a first full list of its source",

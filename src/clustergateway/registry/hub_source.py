@@ -305,6 +305,9 @@ class HubSecretSource(Service):
     resync_period: float = DEFAULT_RESYNC_PERIOD
     group: str = ""
     backoff: Backoff = attrs.field(factory=Backoff)
+    #: Called after each full list (first, resync, after a reconnect) has been
+    #: applied, e.g. ``GatewayMetrics.registry_synced``.
+    on_synced: Callable[[], object] | None = None
     _reflector: ListWatch | None = attrs.field(default=None, init=False)
 
     @property
@@ -318,7 +321,7 @@ class HubSecretSource(Service):
             self.reactor,
             self.client,
             f"/api/v1/namespaces/{self.namespace}/secrets",
-            self.registry.replace_all,
+            self._replace_all,
             self.registry.apply,
             label_selector=credential_type_label(group),
             resync_period=self.resync_period,
@@ -326,6 +329,11 @@ class HubSecretSource(Service):
             describe=f"cluster secrets in {self.namespace}",
         )
         self._reflector.start()
+
+    def _replace_all(self, items: list[dict[str, Any]]) -> None:
+        self.registry.replace_all(items)
+        if self.on_synced is not None:
+            self.on_synced()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         super().stopService()

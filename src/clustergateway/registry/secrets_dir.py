@@ -23,6 +23,11 @@ What is read:
 A file that cannot be parsed is logged once (per version of the file, without
 its content: it may hold credentials) and contributes no Secrets; the other
 files are unaffected.
+
+``on_synced`` (optional, e.g. ``GatewayMetrics.registry_synced``) is called
+after every scan that could read the directory, changed or not: the registry
+is then known to match it, which is what a "last successful sync" gauge
+needs to tell a live source from a stuck one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -136,6 +141,8 @@ class DirectorySecretSource(Service):
     path: Path = attrs.field(converter=Path)
     registry: SecretRegistry
     interval: float = 1.0
+    #: Called after each scan that read the directory (see the module docstring).
+    on_synced: Callable[[], object] | None = None
     _files: dict[str, _FileState] = attrs.field(factory=dict, init=False)
     _loop: LoopingCall | None = attrs.field(default=None, init=False)
     _unreadable: str | None = attrs.field(default=None, init=False)
@@ -167,6 +174,8 @@ class DirectorySecretSource(Service):
             self._scanned = True
             secrets = [s for name in sorted(self._files) for s in self._files[name].secrets]
             self.registry.replace_all(secrets)
+        if self._unreadable is None and self.on_synced is not None:
+            self.on_synced()
 
     def _refresh(self) -> bool:
         try:
