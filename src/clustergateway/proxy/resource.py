@@ -248,6 +248,7 @@ class ClusterProxy:
             if body is not None:
                 head += body.data
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
+            splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
             splice.start(upstream.endpoint, head)
             return
         headers.insert(0, (b"Host", [target.host_header]))

@@ -17,6 +17,17 @@ cluster's credential instead of the caller's) and reads the response head.
 
 When either side ends, the other is closed.  A watchdog closes a splice that
 has been idle (no byte either way) or alive for too long.
+
+Metrics (when the proxy gives the splice its cluster's recorder): an open
+upgrade session from the relayed 101 until the splice closes, and the bytes
+that went through (spliced or relayed after the head), added once at the end.
+The request itself (in flight, code 101, duration) is recorded by the proxy
+around ``request.notifyFinish()``, which fires once the client's connection is
+gone.  The splice does not look into the upgraded protocol: a session "ends"
+when one side closes its connection, so a client that finished its WebSocket
+close handshake but keeps its socket open, talking to a cluster that does the
+same, stays open (and in flight) until one of them hangs up or the watchdog
+fires.  Real apiservers hang up after the close handshake.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder
 
 from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
+from clustergateway.observe.metrics import ClusterMetrics
 from clustergateway.proxy.forward import finish_with_status, upstream_error
 from clustergateway.takeover import can_take_over, take_over
 
@@ -130,6 +142,8 @@ class UpgradeSplice:
     reactor: Any
     cluster: str
     settings: SpliceSettings = attrs.field(factory=SpliceSettings)
+    #: The cluster's recorder (upgrade sessions, bytes); None records nothing.
+    metrics: ClusterMetrics | None = None
     state: str = "new"
     _head: bytes = b""
     _buffer: bytes = b""
@@ -144,6 +158,10 @@ class UpgradeSplice:
     _remaining: int | None = None
     _decoder: Any = None
     _registered: bool = False
+    #: Counted as an open upgrade session (after the 101, until closed).
+    _session_open: bool = False
+    _to_cluster: int = 0
+    _from_cluster: int = 0
 
     _log = Logger()
 
@@ -200,10 +218,12 @@ class UpgradeSplice:
         self._activity += 1
         state = self.state
         if state == "spliced":
+            self._from_cluster += len(data)
             self._client_transport.write(data)
         elif state == "head":
             self._read_head(data)
         elif state == "relaying":
+            self._from_cluster += len(data)
             self._relay(data)
 
     def _read_head(self, data: bytes) -> None:
@@ -265,13 +285,18 @@ class UpgradeSplice:
             return
         if self.state != "spliced":
             return  # the client left during the takeover
+        if self.metrics is not None:
+            self.metrics.upgrade_open(+1)
+            self._session_open = True
         if rest:
+            self._from_cluster += len(rest)
             self._client_transport.write(rest)
         self._cross_register()
 
     def from_client(self, data: bytes) -> None:
         self._activity += 1
         if self.state == "spliced":
+            self._to_cluster += len(data)
             transport: Any = self._upstream.transport  # type: ignore[union-attr]
             transport.write(data)
         # relaying: the cluster refused the upgrade; the client's bytes go nowhere.
@@ -293,6 +318,7 @@ class UpgradeSplice:
         if self._remaining == 0:
             self._close_both()
         elif rest:
+            self._from_cluster += len(rest)
             self._relay(rest)
 
     def _relay(self, data: bytes) -> None:
@@ -336,10 +362,16 @@ class UpgradeSplice:
             self._close_both()
 
     def _close_both(self, abort: bool = False) -> None:
+        """End a splice or relay: close both connections, record it once.
+
+        Producers are unregistered first: a TLS transport postpones its
+        shutdown until its producer is gone.
+        """
         if self.state == "closed":
             return
         self.state = "closed"
         self._close_timers()
+        self._record_close()
         client = self._client_transport
         upstream: Any = self._upstream.transport if self._upstream else None
         registered, self._registered = self._registered, False
@@ -352,6 +384,15 @@ class UpgradeSplice:
                 transport.abortConnection()
             else:
                 transport.loseConnection()
+
+    def _record_close(self) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if self._session_open:
+            self._session_open = False
+            metrics.upgrade_open(-1)
+        metrics.bytes(self._to_cluster, self._from_cluster)
 
     # -- watchdog -------------------------------------------------------------
 
