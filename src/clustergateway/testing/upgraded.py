@@ -199,9 +199,16 @@ class _UpgradedConnection(Protocol):
         self.close_now()
 
     def close_now(self) -> None:
-        """Close the client connection (queued bytes are still written)."""
+        """Close the client connection (queued bytes are still written).
+
+        The producer registered in ``connectionMade`` goes first: a TLS
+        transport postpones its shutdown (close_notify, then the TCP close)
+        until its producer is unregistered, so without that the connection
+        stayed open until the client hung up, unlike a real kubelet's.
+        """
         self.finished = True
         if self.transport is not None:
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def close_after_grace(self) -> None:
