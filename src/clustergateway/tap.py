@@ -182,6 +182,8 @@ class GatewayConfig:
     access_log: bool = False
     min_request_timeout: float = 1800.0
     user_agent: str = ""
+    #: Processes serving the port (``server.workers``): this one and N-1 children.
+    workers: int = 1
     #: Seconds an exec (``Dynamic``) credential plugin may run before it is killed.
     exec_plugin_timeout: float = 30.0
     #: Seconds an exec credential without ``expirationTimestamp`` is reused.
@@ -320,6 +322,7 @@ class GatewayConfig:
             audit_log_path=_writable_target("audit-log-path", opts["audit-log-path"]),
             access_log=bool(opts["access-log"]),
             min_request_timeout=float(min_timeout),
+            workers=_workers(opts.get("workers", "1"), port),
             user_agent=opts["user-agent"] or "",
             exec_plugin_timeout=_duration("exec-plugin-timeout", opts["exec-plugin-timeout"]),
             exec_credential_cache_ttl=_duration(
@@ -348,6 +351,13 @@ def _duration(flag: str, value: Any) -> float:
     if seconds < 0:
         raise ConfigError(flag, "must not be negative")
     return seconds
+
+
+def _workers(value: Any, port: int) -> int:
+    workers = _positive_int("workers", value)
+    if workers > 1 and port == 0:
+        raise ConfigError("workers", "needs a fixed --secure-port (0 would differ per process)")
+    return workers
 
 
 def _positive_int(flag: str, value: Any) -> int:
@@ -444,6 +454,7 @@ class Options(usage.Options):
         ["proxy-key", None, None, "Client key for the konnectivity proxy."],
         ["resync-period", None, "5m", "Full re-list of the hub Secrets (heals missed events)."],
         ["api-group", None, DEFAULT_GROUP, "The served API group."],
+        ["workers", None, "1", "Processes serving --secure-port together (SO_REUSEPORT)."],
         ["audit-log-path", None, None, "Write one JSON audit line per request here (- = stdout)."],
         [
             "min-request-timeout",
@@ -808,7 +819,14 @@ def build_service(
         auth.serve_trust_with(server_tls.set_trust)
         root.readyz.add_check(Check("authentication-trust", auth.trust.readiness))
         feeds.append(auth.trust)
-    listener = TLSListener(reactor, config.secure_port, config.bind_address, server_tls, site)
+    listener = TLSListener(
+        reactor,
+        config.secure_port,
+        config.bind_address,
+        server_tls,
+        site,
+        reuse_port=config.workers > 1,
+    )
     service = GatewayService(
         config,
         registry,
@@ -852,6 +870,24 @@ def makeService(options: Options) -> GatewayService:  # noqa: N802 - twistd's na
     return build_service(reactor, options.config)
 
 
+def _start_workers(config: GatewayConfig, args: Sequence[str]) -> None:
+    """``--workers N``: the parent starts N-1 children; a child watches its parent."""
+    from twisted.internet import reactor
+
+    from clustergateway.server import workers
+
+    parent = workers.parent_of_worker()
+    if parent is not None:
+        reactor.callWhenRunning(workers.watch_parent, reactor, parent)  # type: ignore[attr-defined]
+        return
+    if config.workers <= 1:
+        return
+    _serving_cert(config)  # generated once here, not raced by N processes (ConfigError exits)
+    supervisor = workers.WorkerSupervisor(reactor, workers.child_argv(args), config.workers - 1)
+    reactor.callWhenRunning(supervisor.start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """``cluster-gateway [options]``: the same as ``twistd -n clustergateway [options]``.
 
@@ -869,6 +905,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         from clustergateway.server.reactor import install
 
         install()  # epoll without a logging context per I/O event (server.reactor)
+    _start_workers(options.config, args)
     # JSON lines off a terminal, text on one; credentials masked (observe.logs).
     logger = "--logger=clustergateway.observe.logs.twistd_observer"
     sys.argv = [PROG, "--nodaemon", "--pidfile=", logger, "clustergateway", *args]

@@ -185,6 +185,8 @@ class TLSListener(Service):
     tls: IOpenSSLServerConnectionCreator
     factory: Any
     backlog: int = 1024
+    #: ``SO_REUSEPORT`` (``--workers``: every worker process binds the port).
+    reuse_port: bool = False
     listening: IListeningPort | None = attrs.field(default=None, init=False)
 
     _log: ClassVar[Logger] = Logger()
@@ -192,9 +194,15 @@ class TLSListener(Service):
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         super().startService()
         tcp_endpoint = TCP6ServerEndpoint if ":" in self.bind_address else TCP4ServerEndpoint
-        endpoint = wrapServerTLS(
-            self.tls, tcp_endpoint(self.reactor, self.port, self.backlog, self.bind_address)
-        )
+        if self.reuse_port:
+            from clustergateway.server.workers import ReusePortEndpoint
+
+            stream: Any = ReusePortEndpoint(
+                self.reactor, self.port, self.bind_address, self.backlog
+            )
+        else:
+            stream = tcp_endpoint(self.reactor, self.port, self.backlog, self.bind_address)
+        endpoint = wrapServerTLS(self.tls, stream)
         failures: list[Any] = []
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failures.append)
