@@ -333,6 +333,8 @@ def markdown(results: dict[str, Any]) -> str:
                         _pcts(lat, ("p50", "p90", "p99", "p999")),
                         _x(_ratio(lat["p99"], kp99)),
                         _fmt(r["cpu_us_per_request"], 1),
+                        _busy(r["server_cpu_share"], r, PROXY),
+                        _busy(r["load_core_busy"], r, LOAD),
                     ]
                 )
             out += [
@@ -346,6 +348,8 @@ def markdown(results: dict[str, Any]) -> str:
                         "p50 / p90 / p99 / p99.9 ms",
                         "p99 × kubectl proxy",
                         "CPU µs/req",
+                        "core 0 busy: ours / all",
+                        "core 1 busy: ours / all",
                     ],
                     rows,
                 ),
