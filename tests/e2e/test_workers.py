@@ -150,8 +150,10 @@ def two_workers(tmp_path: Path) -> Iterator[Gateway]:
     gateway = start(tmp_path, "--workers=2")
     try:
         wait_until(
-            lambda: len(children_of(gateway.process.pid)) == 1
-            and list(connections_to(gateway.port).values()).count("0A") == 2,
+            lambda: (
+                len(children_of(gateway.process.pid)) == 1
+                and list(connections_to(gateway.port).values()).count("0A") == 2
+            ),
             30,
             "a child worker and two listening sockets",
         )

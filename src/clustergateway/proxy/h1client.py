@@ -124,13 +124,17 @@ class H1Connection(TwistedProtocol):
 
     def __init__(self) -> None:
         self.pool: H1Pool | None = None
-        self.sink: ResponseSink | None = None
-        self.parser: Any = None
-        self.connected_ok = False
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
         self._paused = False
+        self._retry: tuple[bytes, bool] | None = None
+        self._start(None, False)
+
+    def _start(self, sink: ResponseSink | None, head_only: bool) -> None:
+        """Per-exchange state, fresh for every request on the connection."""
+        self.sink = sink
+        self.parser: Any = None if sink is None else httptools.HttpResponseParser(self)
         self._received = 0
         self._head_bytes = 0
         self._headers: list[tuple[bytes, bytes]] = []
@@ -139,29 +143,15 @@ class H1Connection(TwistedProtocol):
         self._done = False
         self._keep_alive = False
         self._extra = False
-        self._no_body = False
+        self._no_body = head_only
         self._length: int | None = None
         self._chunked = False
-        self._retry: tuple[bytes, bool] | None = None
-        self._deferred: Deferred[Any] | None = None
 
     # -- the exchange -------------------------------------------------------------
 
     def send(self, sink: ResponseSink, data: bytes, head_only: bool) -> None:
         """Write one request (head + body in ``data``) and relay its answer to ``sink``."""
-        self.sink = sink
-        self.parser = httptools.HttpResponseParser(self)
-        self._received = 0
-        self._head_bytes = 0
-        self._headers = []
-        self._phrase = b""
-        self._head_sent = False
-        self._done = False
-        self._keep_alive = False
-        self._extra = False
-        self._no_body = head_only
-        self._length = None
-        self._chunked = False
+        self._start(sink, head_only)
         self.transport.write(data)
 
     def abort(self) -> None:

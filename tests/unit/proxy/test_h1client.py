@@ -93,6 +93,15 @@ def make_pool(**kwargs: Any) -> tuple[H1Pool, Endpoint, Clock]:
     return H1Pool(clock, endpoint, **kwargs), endpoint, clock
 
 
+def started_get() -> tuple[H1Pool, Sink, H1Connection]:
+    """A pool with one GET sent on its (new) connection."""
+    pool, endpoint, _ = make_pool()
+    sink = Sink()
+    pool.request(sink, GET, method=b"GET", has_body=False)
+    [connection] = endpoint.made
+    return pool, sink, connection
+
+
 def transport_of(connection: H1Connection) -> Transport:
     return connection.transport  # type: ignore[no-any-return]
 
@@ -118,10 +127,7 @@ def test_request_head(method: bytes, headers: Any, length: int | None, expected:
 def test_content_length_response_is_relayed_and_the_connection_reused() -> None:
     """Head, body and end reach the sink; the connection goes back to the pool and carries
     the next request (llhttp forgets the framing at the end: reuse must still happen)."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     assert transport_of(connection).value() == GET
     connection.dataReceived(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{}"
@@ -137,7 +143,7 @@ def test_content_length_response_is_relayed_and_the_connection_reused() -> None:
     assert pool.idle_count() == 1
     second = Sink()
     pool.request(second, b"GET /y HTTP/1.1\r\n\r\n", method=b"GET", has_body=False)
-    assert len(endpoint.made) == 1 and pool.idle_count() == 0
+    assert connection.sink is not None and pool.idle_count() == 0
     assert transport_of(connection).value().endswith(b"GET /y HTTP/1.1\r\n\r\n")
     connection.dataReceived(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     assert (second.heads[0].code, second.heads[0].phrase, second.done) == (404, b"Not Found", 1)
@@ -147,10 +153,7 @@ def test_content_length_response_is_relayed_and_the_connection_reused() -> None:
 def test_chunked_body_is_streamed_piece_by_piece() -> None:
     """Chunks are handed on as they are parsed (a watch), with no length; the terminal
     chunk ends the response cleanly."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert sink.heads[0].length is None and sink.body == []
     connection.dataReceived(b"5\r\nevent\r\n")
@@ -162,10 +165,7 @@ def test_chunked_body_is_streamed_piece_by_piece() -> None:
 
 def test_close_delimited_body_ends_cleanly_at_close() -> None:
     """Without length or chunking the body ends with the connection: a clean end, not pooled."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nuntil-")
     connection.dataReceived(b"close")
     transport_of(connection).close_by_peer()
@@ -175,10 +175,7 @@ def test_close_delimited_body_ends_cleanly_at_close() -> None:
 
 def test_truncated_body_is_a_failure_after_the_head() -> None:
     """Fewer bytes than Content-Length announced, then a close: failed with the head out."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
     transport_of(connection).close_by_peer(error.ConnectionLost())
     assert sink.done == 0
@@ -189,10 +186,7 @@ def test_truncated_body_is_a_failure_after_the_head() -> None:
 
 def test_interim_answers_are_skipped() -> None:
     """``100 Continue`` (and other 1xx) are not the answer: the final one is relayed."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(
         b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
         b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
@@ -203,10 +197,7 @@ def test_interim_answers_are_skipped() -> None:
 
 def test_unasked_switching_protocols_is_an_error() -> None:
     """A 101 to a plain request is not valid: failed before the head, connection aborted."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
     [(reason, head_received)] = sink.failures
     assert not head_received and reason.check(UpstreamProtocolError)
@@ -236,10 +227,7 @@ def test_head_response_has_its_length_and_no_body() -> None:
 def test_connections_the_cluster_ends_are_not_pooled(response: bytes) -> None:
     """``Connection: close``, HTTP/1.0 without keep-alive, or bytes after the answer:
     the response is relayed, the connection closed instead of pooled."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(response)
     assert (sink.body, sink.done) == ([b"ok"], 1)
     assert pool.idle_count() == 0 and transport_of(connection).disconnecting
@@ -247,10 +235,7 @@ def test_connections_the_cluster_ends_are_not_pooled(response: bytes) -> None:
 
 def test_invalid_response_fails_before_the_head() -> None:
     """Garbage instead of a status line: a protocol error, the connection dropped."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
     [(reason, head_received)] = sink.failures
     assert not head_received and reason.check(UpstreamProtocolError)
@@ -354,10 +339,7 @@ def test_cancel_while_streaming_aborts() -> None:
 def test_backpressure_pauses_reads_and_a_paused_connection_is_resumed_when_pooled() -> None:
     """The sink pauses the connection (a slow client): the transport stops reading; when
     the response ends while paused, the connection is resumed before it is pooled."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
     sink.producer.pauseProducing()
     assert transport_of(connection).producerState == "paused"
@@ -369,10 +351,7 @@ def test_backpressure_pauses_reads_and_a_paused_connection_is_resumed_when_poole
 
 def test_stop_producing_aborts() -> None:
     """``stopProducing`` (the client connection went away) aborts the upstream."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
     sink.producer.stopProducing()
     assert transport_of(connection).aborted
@@ -420,10 +399,7 @@ def test_idle_connection_closed_by_the_cluster_leaves_the_pool() -> None:
 
 def test_oversized_head_is_refused() -> None:
     """A response head above 1 MiB is a protocol error, not unbounded memory."""
-    pool, endpoint, _ = make_pool()
-    sink = Sink()
-    pool.request(sink, GET, method=b"GET", has_body=False)
-    [connection] = endpoint.made
+    pool, sink, connection = started_get()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\n")
     for i in range(40):
         connection.dataReceived(b"X-Big-%d: %s\r\n" % (i, b"v" * 30000))
