@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import attrs
 import httptools
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
@@ -77,8 +77,8 @@ class ResponseHead:
 class ResponseSink(Protocol):
     """Who receives one response: the proxy's side of an exchange."""
 
-    def head_received(self, head: ResponseHead, producer: IPushProducer) -> None:
-        """The head arrived; ``producer`` pauses/resumes reading the body."""
+    def head_received(self, head: ResponseHead, producer: Any) -> None:
+        """The head arrived; ``producer`` (an ``IPushProducer``) pauses/resumes the body."""
 
     def body_received(self, data: bytes) -> None:
         """A piece of the body, in order, as soon as it was parsed."""
@@ -121,6 +121,8 @@ class H1Connection(TwistedProtocol):
     """
 
     _log = Logger()
+    # A TCP or TLS transport; zope interfaces defeat mypy here (as in forward.py).
+    transport: Any
 
     def __init__(self) -> None:
         self.pool: H1Pool | None = None
@@ -187,16 +189,16 @@ class H1Connection(TwistedProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(Failure(UpstreamProtocolError("the cluster answered 101 unasked")))
+            self._fail(Failure(UpstreamProtocolError("the cluster answered 101 unasked")))  # type: ignore[no-untyped-call]
             return
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _SinkGone):
                 return
             if isinstance(cause, UpstreamProtocolError):
-                self._fail(Failure(cause))
+                self._fail(Failure(cause))  # type: ignore[no-untyped-call]
             else:
-                self._fail(Failure(UpstreamProtocolError(f"invalid HTTP response: {e}")))
+                self._fail(Failure(UpstreamProtocolError(f"invalid HTTP response: {e}")))  # type: ignore[no-untyped-call]
             return
         if self._done:
             self._complete()
@@ -345,7 +347,7 @@ class H1Pool:
     """
 
     reactor: Any
-    endpoint: IStreamClientEndpoint
+    endpoint: Any  # an IStreamClientEndpoint (``dial.UpstreamEndpoint``)
     max_idle: int = 32
     idle_timeout: float = 55.0
     retired: bool = False
@@ -451,6 +453,10 @@ class H1Pool:
             connection.transport.loseConnection()
 
 
+def _ignore_cancelled(failure: Failure) -> None:
+    failure.trap(CancelledError)  # type: ignore[no-untyped-call]
+
+
 @attrs.define(eq=False, slots=True)
 class Exchange:
     """One request on the pool: forwards the connection's events to the real sink
@@ -461,7 +467,7 @@ class Exchange:
     connecting: Deferred[Any] | None = None
     cancelled: bool = False
 
-    def head_received(self, head: ResponseHead, producer: IPushProducer) -> None:
+    def head_received(self, head: ResponseHead, producer: Any) -> None:
         self.sink.head_received(head, producer)
 
     def body_received(self, data: bytes) -> None:
@@ -482,7 +488,7 @@ class Exchange:
         self.cancelled = True
         connecting, self.connecting = self.connecting, None
         if connecting is not None:
-            connecting.addErrback(lambda f: f.trap(CancelledError))
+            connecting.addErrback(_ignore_cancelled)
             connecting.cancel()
         connection, self.connection = self.connection, None
         if connection is not None and connection.sink is self:

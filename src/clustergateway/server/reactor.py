@@ -45,7 +45,7 @@ class LeanEPollReactor(EPollReactor):
             if selectable is None:
                 continue
             try:
-                dispatch(selectable, fd, event)
+                dispatch(selectable, fd, event)  # type: ignore[no-untyped-call]
             except Exception:
                 self._log.failure("I/O dispatch failed for {selectable}", selectable=selectable)
 
@@ -56,6 +56,6 @@ def install() -> Any:
     """Install :class:`LeanEPollReactor` as the global reactor (entry points only)."""
     from twisted.internet.main import installReactor
 
-    reactor = LeanEPollReactor()
-    installReactor(reactor)
+    reactor = LeanEPollReactor()  # type: ignore[no-untyped-call]
+    installReactor(reactor)  # type: ignore[no-untyped-call]
     return reactor

@@ -83,7 +83,7 @@ class ReusePortEndpoint:
             sock.setblocking(False)
             port = self.reactor.adoptStreamPort(sock.fileno(), family, protocolFactory)
         except OSError as e:
-            return fail(CannotListenError(self.interface, self.port, e))
+            return fail(CannotListenError(self.interface, self.port, e))  # type: ignore[no-untyped-call]
         finally:
             sock.close()
         return succeed(port)
@@ -157,8 +157,14 @@ class WorkerSupervisor:
             waits.append(child.ended)
             _signal(process, "TERM")
             timer = self.reactor.callLater(self.kill_after, _signal, process, "KILL")
-            child.ended.addBoth(lambda r, t=timer: (t.active() and t.cancel(), r)[1])
+            child.ended.addBoth(_cancel_timer, timer)
         return DeferredList(waits)
+
+
+def _cancel_timer(result: object, timer: Any) -> object:
+    if timer.active():
+        timer.cancel()
+    return result
 
 
 def _signal(process: Any, name: str) -> None:
