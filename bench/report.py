@@ -217,6 +217,11 @@ def update_readme(readme: Path, results: dict[str, Any], stem: str) -> bool:
         f"gateway at {meta.get('git_commit')}, {meta.get('kubectl')}:\n\n"
         + targets_markdown(results)
     )
+    if meta.get("source_before") != meta.get("source_after"):
+        body += (
+            "\n\nThe gateway's source changed during this run (others were editing the "
+            "proxy): scenarios may have measured different code."
+        )
     head, rest = text.split(_START, 1)
     _, tail = rest.split(_END, 1)
     readme.write_text(f"{head}{_START}\n{body}\n{_END}{tail}")
