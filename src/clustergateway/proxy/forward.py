@@ -208,6 +208,11 @@ class StreamingForward:
             out.setRawHeaders(b"content-length", [b"%d" % length])
         request.registerProducer(producer, True)
         self._producing = True
+        if length is None:
+            # A stream (a watch, chunked or close-delimited): the head goes out now,
+            # as the cluster sent it, not with the first event (client-go's Watch()
+            # returns only once it has the head).
+            request.write(b"")
 
     def body_received(self, data: bytes) -> None:
         self.request.write(data)

@@ -204,6 +204,25 @@ async def test_watch_events_stream_at_once_and_disconnect_closes_upstream(
 
 
 @pytest_twisted.ensureDeferred
+async def test_watch_head_is_relayed_before_the_first_event(
+    harness: Harness, upstream: Upstream
+) -> None:
+    """The head of a watch reaches the client as soon as the cluster sends it, not with the
+    first event."""
+    client = await raw_connect(reactor(), harness.port)
+    client.transport.write(
+        b"GET /clusters/c1/proxy/watch?watch=true&quiet=1 HTTP/1.1\r\nHost: g\r\n\r\n"
+    )
+    await client.wait_contains(b"\r\n\r\n")
+    head, body = client.data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert body == b""
+    upstream.push(b'{"type":"ADDED","object":{"n":1}}\n')
+    await client.wait_contains(b'"ADDED"')
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
 async def test_disconnect_before_answer_closes_upstream(
     harness: Harness, upstream: Upstream
 ) -> None:

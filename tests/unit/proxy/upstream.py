@@ -156,7 +156,9 @@ class UpstreamResource(Resource):
             return NOT_DONE_YET
         if path.startswith(b"/watch"):
             request.setHeader(b"content-type", b"application/json")
-            request.write(b'{"type":"ADDED","object":{}}\n')
+            # ``quiet``: only the head for now, as an apiserver's watch with no event yet.
+            quiet = b"quiet" in request.args
+            request.write(b"" if quiet else b'{"type":"ADDED","object":{}}\n')
             up.watches.append(request)
             request.notifyFinish().addBoth(lambda _: up.watches.remove(request))
             return NOT_DONE_YET
