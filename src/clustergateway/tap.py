@@ -666,7 +666,7 @@ def build_proxy(
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target
         if metrics is not None:
-            proxy.authorize_target = metrics.timed_access_review(proxy.authorize_target)
+            auth.guard.authorizer.on_target_review = metrics.access_review
     return proxy
 
 

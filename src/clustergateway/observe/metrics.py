@@ -30,7 +30,7 @@ clusters ever registered.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import attrs
@@ -532,25 +532,8 @@ class GatewayMetrics:
 
     def access_review(self, success: bool, seconds: float) -> None:
         """The ``--authorize-proxy-subpath`` review took ``seconds``; ``success``:
-        the target was allowed (false: denied, or the review failed)."""
+        the hub decided (allowed or denied; false: the review itself failed)."""
         self._families.access_review.labels(_TRUE_FALSE[success]).observe(seconds)
-
-    def timed_access_review(
-        self, check: Callable[..., Awaitable[None]]
-    ) -> Callable[..., Awaitable[None]]:
-        """``check`` (the proxy's target authorization: returns if allowed,
-        raises otherwise), observed by :meth:`access_review` on every call."""
-
-        async def timed(*args: Any) -> None:
-            started = self._clock()
-            allowed = False
-            try:
-                await check(*args)
-                allowed = True
-            finally:
-                self.access_review(allowed, self._clock() - started)
-
-        return timed
 
     def registry_synced(self, at: float | None = None) -> None:
         """The registry's source finished a successful list or resync (now, or at ``at``)."""

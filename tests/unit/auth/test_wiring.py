@@ -93,3 +93,5 @@ def test_delegated_service_has_guard_and_trust(tmp_path: Path) -> None:
     assert any(isinstance(s, TrustService) for s in service)
     proxy = service.root.children[b"apis"].proxy
     assert proxy.authorize_target == service.root.gate.guard.authorize_proxy_target
+    # The target reviews feed the escalation access-review histogram.
+    assert service.root.gate.guard.authorizer.on_target_review == service.metrics.access_review

@@ -294,32 +294,3 @@ def test_other_methods_get_a_status() -> None:
     assert body["kind"] == "Status" and body["code"] == 405
 
 
-def test_timed_access_review_observes_allowed_and_denied() -> None:
-    """The wrapped target check is timed on every call; a denial is re-raised, labelled false."""
-    from twisted.internet.defer import ensureDeferred
-
-    from clustergateway.errors import Forbidden
-
-    now = [10.0]
-    metrics = GatewayMetrics.build(registry(), clock=lambda: now[0], process_metrics=False)
-    calls: list[tuple[str, ...]] = []
-
-    async def check(*args: str) -> None:
-        calls.append(args)
-        now[0] += 0.25
-        if args[0] == "mallory":
-            raise Forbidden("no")
-
-    timed = metrics.timed_access_review(check)
-    allowed = ensureDeferred(timed("alice", "c1", "GET", "/api/v1/pods", ""))
-    denied = ensureDeferred(timed("mallory", "c1", "GET", "/api/v1/secrets", ""))
-    assert allowed.result is None
-    failure = denied.result
-    denied.addErrback(lambda _: None)
-    assert isinstance(failure.value, Forbidden)
-    assert calls == [("alice", "c1", "GET", "/api/v1/pods", ""),
-                     ("mallory", "c1", "GET", "/api/v1/secrets", "")]  # fmt: skip
-    samples = parse(scrape(metrics)[1])
-    name = "ocm_proxy_cluster_escalation_access_review_duration_seconds"
-    assert select(samples, name + "_count") == {lbl(success="true"): 1, lbl(success="false"): 1}
-    assert select(samples, name + "_sum") == {lbl(success="true"): 0.25, lbl(success="false"): 0.25}
