@@ -12,8 +12,8 @@ from twisted.internet.defer import ensureDeferred
 
 from clustergateway.auth.identity import ANNOTATION
 from clustergateway.certs import issue_cert
+from clustergateway.config import Options
 from clustergateway.registry.features import FeatureGates
-from clustergateway.tap import Options
 from tests.fixtures.auth import GROUP_PATH, call, managed_secret
 
 pytestmark = pytest.mark.e2e

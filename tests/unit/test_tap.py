@@ -10,14 +10,9 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from clustergateway.certs import issue_cert, make_ca
+from clustergateway.config import ConfigError, GatewayConfig, Options, parse_duration
 from clustergateway.registry.store import SecretRegistry
-from clustergateway.tap import (
-    ConfigError,
-    GatewayConfig,
-    Options,
-    build_service,
-    parse_duration,
-)
+from clustergateway.tap import build_service
 
 BIN = Path(sys.executable).parent
 

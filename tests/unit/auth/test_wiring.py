@@ -9,7 +9,8 @@ from twisted.internet.testing import MemoryReactorClock
 
 from clustergateway.auth.delegating import DelegatingGuard
 from clustergateway.auth.service import TrustService
-from clustergateway.tap import GatewayConfig, Options, build_service
+from clustergateway.config import GatewayConfig, Options
+from clustergateway.tap import build_service
 
 
 def parse(*args: str) -> GatewayConfig:
