@@ -123,6 +123,11 @@ def describe_failure(value: BaseException) -> str:
     return text or type(value).__name__
 
 
+def _now(reactor: Any) -> float:
+    """``reactor.seconds()`` (the interface's zope typing defeats mypy)."""
+    return float(reactor.seconds())
+
+
 @implementer(IProtocolFactory)
 class _GateFactory(Factory):
     """Builds the application protocol behind a :class:`_HandshakeGate`."""
@@ -181,6 +186,12 @@ class _Attempt:
     _timer: IDelayedCall | None = None
     _phase: str = "connect"
     _timed_out: bool = False
+    #: When the attempt started and how long its steps took (for metrics):
+    #: ``dial_s`` up to the byte stream (TCP, egress tunnel included), ``tls_s``
+    #: from there to the end of the handshake (None without TLS).
+    started: float = 0.0
+    dial_s: float | None = None
+    tls_s: float | None = None
 
     def __attrs_post_init__(self) -> None:
         self.result = Deferred(self._cancel)
@@ -231,12 +242,17 @@ class _Attempt:
 
     def stream_connected(self, protocol: Any) -> None:
         self._pending = None
+        self.dial_s = _now(self.reactor) - self.started
         self._transport = protocol.transport if protocol is not None else None
 
     def connected(self, protocol: IProtocol) -> None:
         self._stop_timer()
         self._pending = None
         self._transport = None
+        if self.dial_s is None:
+            self.dial_s = _now(self.reactor) - self.started
+        else:
+            self.tls_s = _now(self.reactor) - self.started - self.dial_s
         if not self.result.called:
             self.result.callback(protocol)
 
@@ -270,6 +286,7 @@ class UpstreamEndpoint:
 
     ``connect`` fires with the application protocol once it is connected —
     for TLS, after a successful handshake.  Cancelling it aborts the attempt.
+    :meth:`connect_timed` also says how long dialing and the handshake took.
     """
 
     reactor: IReactorTime
@@ -280,7 +297,23 @@ class UpstreamEndpoint:
     handshake_timeout: float | None = 10.0
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:  # noqa: N803
-        attempt = _Attempt(self.reactor, self.address)
+        return self._attempt(protocolFactory).result
+
+    def connect_timed(
+        self,
+        protocolFactory: IProtocolFactory,  # noqa: N803
+    ) -> Deferred[tuple[IProtocol, float | None, float | None]]:
+        """Like :meth:`connect`, firing with ``(protocol, dial_s, tls_s)``.
+
+        ``dial_s``: until the byte stream was up (TCP, and the egress proxy's
+        tunnel if any); ``tls_s``: the TLS handshake after it (None for
+        ``http``).  Both in ``reactor.seconds()`` terms.
+        """
+        attempt = self._attempt(protocolFactory)
+        return attempt.result.addCallback(lambda p: (p, attempt.dial_s, attempt.tls_s))
+
+    def _attempt(self, protocolFactory: IProtocolFactory) -> _Attempt:  # noqa: N803
+        attempt = _Attempt(self.reactor, self.address, started=_now(self.reactor))
         if self.creator is None:
             factory: IProtocolFactory = protocolFactory
         else:
@@ -310,4 +343,4 @@ class UpstreamEndpoint:
             attempt.failed(failure)
 
         pending.addCallbacks(on_stream, on_stream_failure)
-        return attempt.result
+        return attempt

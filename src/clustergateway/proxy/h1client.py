@@ -21,12 +21,21 @@ per request.  This module does one request per connection at a time with:
 Connecting (TCP, egress proxy, TLS handshake, with their time limits) is the
 :class:`~clustergateway.proxy.dial.UpstreamEndpoint`'s job; its
 ``DialError``/``DialTimeout`` reach the sink unchanged.
+
+With a recorder (``H1Pool.metrics``: the pool's cluster's
+:class:`~clustergateway.observe.metrics.ClusterMetrics`, resolved once when
+the pool is built) the pool records each new connection with its dial and TLS
+handshake times, each reuse, each close, and per request the time from writing
+it to its response head.  That time is taken here, not by the proxy side,
+because only the connection knows when the request was written (after any
+dial): first-byte time then means the cluster's answer time alone.  Without a
+recorder the only cost is one ``is None`` test per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import httptools
@@ -37,6 +46,9 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from clustergateway.observe.metrics import ClusterMetrics
 
 __all__ = [
     "H1Connection",
@@ -126,6 +138,9 @@ class H1Connection(TwistedProtocol):
 
     def __init__(self) -> None:
         self.pool: H1Pool | None = None
+        #: Set while this connection counts as open in the pool's metrics.
+        self.metrics: ClusterMetrics | None = None
+        self._sent_at = 0.0
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -154,6 +169,8 @@ class H1Connection(TwistedProtocol):
     def send(self, sink: ResponseSink, data: bytes, head_only: bool) -> None:
         """Write one request (head + body in ``data``) and relay its answer to ``sink``."""
         self._start(sink, head_only)
+        if self.metrics is not None and self.pool is not None:
+            self._sent_at = self.pool.reactor.seconds()
         self.transport.write(data)
 
     def abort(self) -> None:
@@ -205,6 +222,10 @@ class H1Connection(TwistedProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.closed = True
+        metrics = self.metrics
+        if metrics is not None:
+            self.metrics = None
+            metrics.upstream_closed()
         pool = self.pool
         if pool is not None:
             pool.forget(self)
@@ -259,6 +280,9 @@ class H1Connection(TwistedProtocol):
         self._chunked = chunked
         self._length = None if chunked else length
         self._head_sent = True
+        metrics = self.metrics
+        if metrics is not None and self.pool is not None:
+            metrics.first_byte(self.pool.reactor.seconds() - self._sent_at)
         sink = self.sink
         if sink is None:
             raise _SinkGone()
@@ -344,6 +368,9 @@ class H1Pool:
 
     ``retired``: the upstream was replaced (the Secret changed); idle
     connections are closed and busy ones close when their exchange ends.
+    ``metrics``: the recorder of the cluster this pool reaches (None: off).
+    An endpoint with ``connect_timed`` (``UpstreamEndpoint``) reports dial and
+    TLS times separately; with any other the whole connect counts as dial.
     """
 
     reactor: Any
@@ -351,6 +378,7 @@ class H1Pool:
     max_idle: int = 32
     idle_timeout: float = 55.0
     retired: bool = False
+    metrics: ClusterMetrics | None = None
     _idle: list[H1Connection] = attrs.field(factory=list)
     _sweep: Any = None
     _factory: _ConnectionFactory = attrs.field(factory=_ConnectionFactory)
@@ -371,6 +399,8 @@ class H1Pool:
                 continue
             connection.reused = True
             connection._retry = retry
+            if self.metrics is not None:
+                self.metrics.upstream_connected(None, None, True)
             exchange.connection = connection
             connection.send(exchange, data, head_only)
             return exchange
@@ -385,7 +415,11 @@ class H1Pool:
             self._connect(sink, data, head_only)
 
     def _connect(self, exchange: Exchange, data: bytes, head_only: bool) -> None:
-        d = self.endpoint.connect(self._factory)
+        metrics = self.metrics
+        if metrics is None:
+            d = self.endpoint.connect(self._factory)
+        else:
+            d = self._connect_timed(metrics)
         exchange.connecting = d
 
         def connected(connection: H1Connection) -> None:
@@ -406,6 +440,25 @@ class H1Pool:
             exchange.failed(reason, False)
 
         d.addCallbacks(connected, failed)
+
+    def _connect_timed(self, metrics: ClusterMetrics) -> Deferred[Any]:
+        """Connect and record the new connection (counted open until it closes)."""
+        timed = getattr(self.endpoint, "connect_timed", None)
+        d: Deferred[Any]
+        if timed is not None:
+            d = timed(self._factory)
+        else:
+            started = self.reactor.seconds()
+            d = self.endpoint.connect(self._factory)
+            d.addCallback(lambda p: (p, self.reactor.seconds() - started, None))
+
+        def record(result: tuple[H1Connection, float | None, float | None]) -> H1Connection:
+            connection, dial_s, tls_s = result
+            metrics.upstream_connected(dial_s, tls_s, False)
+            connection.metrics = metrics
+            return connection
+
+        return d.addCallback(record)
 
     def release(self, connection: H1Connection) -> None:
         """An exchange ended cleanly: keep the connection for the next request."""

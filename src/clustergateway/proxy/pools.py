@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
+from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoint
 from clustergateway.proxy.egress import EgressRouter, ProxyEnvironment, reactor_resolver
@@ -86,11 +87,16 @@ class ClusterPools:
     ``upstream_for`` raises ``UnsupportedEndpoint`` or ``TLSConfigError``
     (both ``ValueError``) when the cluster's endpoint or TLS material cannot
     be used; callers turn those into a 503 naming the cluster.
+
+    ``metrics``: each new pool records through its cluster's recorder
+    (resolved once per pool, since a pool serves one cluster); pools built
+    before it was set record nothing.
     """
 
     reactor: Any  # provides IReactorTCP (dialing) and IReactorTime (timers)
     settings: PoolSettings = attrs.field(factory=PoolSettings)
     dialer: StreamDialer | None = None
+    metrics: GatewayMetrics | None = None
     _by_name: dict[str, ClusterUpstream] = attrs.field(factory=dict, init=False)
     _egress: EgressRouter = attrs.field(init=False)
     #: Clusters whose unverified TLS was logged, with the reason logged.
@@ -147,6 +153,7 @@ class ClusterPools:
             endpoint,
             max_idle=self.settings.max_idle_per_cluster,
             idle_timeout=self.settings.idle_timeout,
+            metrics=None if self.metrics is None else self.metrics.cluster(cluster.name),
         )
         return ClusterUpstream(cluster, key, target, endpoint, pool)
 

@@ -111,12 +111,22 @@ class ClusterProxy:
     _unsubscribe: Callable[[], None] | None = None
     authorize_target: TargetCheck | None = None
     #: Where requests are counted (``observe.metrics``); None records nothing.
-    metrics: GatewayMetrics | None = None
+    #: Setting it also makes the connection pools record (see ``ClusterPools``).
+    metrics: GatewayMetrics | None = attrs.field(
+        default=None, on_setattr=lambda self, _a, value: self._share_metrics(value)
+    )
     _label_cache: dict[tuple[bytes, bytes, bytes], tuple[str, str]] = attrs.field(
         factory=dict, init=False
     )
 
     _log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self._share_metrics(self.metrics)
+
+    def _share_metrics(self, metrics: GatewayMetrics | None) -> GatewayMetrics | None:
+        self.pools.metrics = metrics
+        return metrics
 
     @classmethod
     def build(
