@@ -150,3 +150,40 @@ async def test_metrics_after_a_known_mix_and_no_credential_in_logs(
     output = logs.getvalue()
     assert output, "the run logged nothing: the observer saw no events"
     assert sim.token not in output
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_timings_after_sequential_requests(proxied: ProxiedCluster) -> None:
+    """N sequential requests to one cluster: the dial and TLS histograms count exactly the
+    new upstream connections (one: the pool keeps it), the reuse counter the other N - 1,
+    the first-byte histogram all N; the new connection is counted open."""
+    gateway = proxied.gateway
+    ca = str(gateway.ca_path)
+    n = 5
+    url = proxied.url + "/api/v1/namespaces/default/configmaps"
+
+    def drive() -> list[int]:
+        return [_get(url, ca)[0] for _ in range(n)]
+
+    assert await deferToThread(drive) == [200] * n
+    code, body = await deferToThread(_get, gateway.url + "/metrics", ca)
+    assert code == 200
+    text = body.decode()
+    sim = (("cluster", "sim"),)
+
+    def count(name: str) -> float | None:
+        return _series(text, name).get(sim)
+
+    connections = _series(text, "ocm_proxy_upstream_connections_total")
+    new = connections[(("cluster", "sim"), ("reused", "false"))]
+    reused = connections[(("cluster", "sim"), ("reused", "true"))]
+    assert new == 1
+    assert count("ocm_proxy_upstream_dial_duration_seconds_count") == new
+    assert count("ocm_proxy_upstream_tls_handshake_duration_seconds_count") == new
+    assert reused == n - new
+    assert count("ocm_proxy_upstream_first_byte_duration_seconds_count") == n
+    assert count("ocm_proxy_upstream_open_connections") == new
+    # Every observation is a real duration: positive sums, under the test's own time.
+    for name in ("dial", "tls_handshake", "first_byte"):
+        total = count(f"ocm_proxy_upstream_{name}_duration_seconds_sum")
+        assert total is not None and 0 < total < 30
