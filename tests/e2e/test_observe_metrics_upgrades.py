@@ -92,7 +92,8 @@ async def test_kubectl_exec_session_and_registry_sync_gauges(
     sim: SimulatedCluster, gateway_factory: Callable[..., Awaitable[RunningGateway]]
 ) -> None:
     """After ``kubectl exec`` (1.33, WebSocket) the session gauge is back at 0, the
-    by-cluster counter has one 101, bytes went both ways; the secrets directory's last
+    by-cluster counter has one 101, bytes went both ways, the exec's own upstream
+    connection was dialed (timed) and closed; the secrets directory's last
     sync is shown and recent; no cluster is reached unverified (the Secret has a CA)."""
     started = time.time()
     gateway = await _dir_gateway(sim, gateway_factory)
@@ -106,7 +107,16 @@ async def test_kubectl_exec_session_and_registry_sync_gauges(
 
     def counted(samples: dict[str, Series]) -> bool:
         by_cluster = samples.get("ocm_proxy_proxied_requests_by_cluster_total", {})
-        return by_cluster.get((("cluster", "sim"), ("code", "101"))) == 1 and _settled(samples)
+        new = samples.get("ocm_proxy_upstream_connections_total", {}).get(
+            (("cluster", "sim"), ("reused", "false"))
+        )
+        # The exec's upstream connection is counted closed when its socket is gone.
+        closed = new is not None and samples["ocm_proxy_upstream_open_connections"][_sim()] < new
+        return (
+            by_cluster.get((("cluster", "sim"), ("code", "101"))) == 1
+            and _settled(samples)
+            and closed
+        )
 
     samples = await _scrape_until(gateway, counted)
     assert samples["ocm_proxy_upgrade_sessions"][_sim()] == 0
@@ -115,6 +125,17 @@ async def test_kubectl_exec_session_and_registry_sync_gauges(
     assert by_cluster[(("cluster", "sim"), ("code", "101"))] == 1
     assert samples["ocm_proxy_upstream_sent_bytes_total"][_sim()] > 0
     assert samples["ocm_proxy_upstream_received_bytes_total"][_sim()] > len(b"hi\n")
+    # kubectl's plain requests (the pod GET) share pooled connections; the exec dials
+    # one of its own, closed with the session.  Each new one: one dial, one handshake.
+    plain = sum(n for labels, n in by_cluster.items() if ("code", "101") not in labels)
+    connections = samples["ocm_proxy_upstream_connections_total"]
+    new = connections[(("cluster", "sim"), ("reused", "false"))]
+    reused = connections.get((("cluster", "sim"), ("reused", "true")), 0)
+    assert new + reused == plain + 1 and new >= 2
+    assert samples["ocm_proxy_upstream_dial_duration_seconds_count"][_sim()] == new
+    assert samples["ocm_proxy_upstream_tls_handshake_duration_seconds_count"][_sim()] == new
+    assert samples["ocm_proxy_upstream_first_byte_duration_seconds_count"][_sim()] == plain
+    assert samples["ocm_proxy_upstream_open_connections"][_sim()] == new - 1
 
     last_sync = samples["cluster_gateway_registry_last_sync_timestamp_seconds"][()]
     # The directory is rescanned every 0.1 s (the fixture's interval); a minute of

@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder
@@ -103,6 +103,9 @@ class _UpstreamSide(Protocol):
 
     def __init__(self, splice: UpgradeSplice) -> None:
         self.splice = splice
+        #: Set while this connection counts as open in the cluster's metrics.
+        self.metrics: ClusterMetrics | None = None
+        self.lost = False
 
     def connectionMade(self) -> None:  # noqa: N802
         self.splice.upstream_connected(self)
@@ -111,7 +114,22 @@ class _UpstreamSide(Protocol):
         self.splice.from_upstream(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self.lost = True
+        metrics = self.metrics
+        if metrics is not None:
+            self.metrics = None
+            metrics.upstream_closed()
         self.splice.upstream_lost(reason)
+
+    def record_new(
+        self, metrics: ClusterMetrics, dial_s: float | None, tls_s: float | None
+    ) -> None:
+        """Count this new connection (open until it is lost) with its dial and TLS times."""
+        metrics.upstream_connected(dial_s, tls_s, False)
+        if self.lost:
+            metrics.upstream_closed()
+        else:
+            self.metrics = metrics
 
 
 class _ClientSide(Protocol):
@@ -177,7 +195,16 @@ class UpgradeSplice:
         self.state = "dialing"
         request.notifyFinish().addErrback(self._client_gone_early)
         self._start_watchdog()
-        d = self._connecting = connectProtocol(endpoint, _UpstreamSide(self))  # type: ignore[no-untyped-call]
+        side = _UpstreamSide(self)
+        metrics = self.metrics
+        timed = getattr(endpoint, "connect_timed", None) if metrics is not None else None
+        if metrics is None or timed is None:
+            d = connectProtocol(endpoint, side)  # type: ignore[no-untyped-call]
+        else:
+            # Every upgrade dials a connection of its own: a new one, never pooled.
+            d = timed(Factory.forProtocol(lambda: side))
+            d.addCallback(lambda result: side.record_new(metrics, result[1], result[2]))
+        self._connecting = d
         d.addErrback(self._dial_failed)
 
     # -- before the answer -------------------------------------------------

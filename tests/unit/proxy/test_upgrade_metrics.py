@@ -123,3 +123,24 @@ async def test_watchdog_close_ends_the_session() -> None:
     finally:
         await stop_harness(h)
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_connection_is_a_new_timed_connection(harness: Harness) -> None:
+    """An upgrade dials a connection of its own (to the TLS upstream): counted new with
+    one dial and one handshake observed, never as a reuse, open while spliced and
+    counted closed (once) when the session ends."""
+    metrics = _metrics(harness)
+    client = await raw_connect(reactor(), harness.port)
+    client.transport.write(SPDY_HEAD)
+    await client.wait_contains(b"101")
+    assert _value(metrics, "ocm_proxy_upstream_connections_total", reused="false") == 1
+    assert _value(metrics, "ocm_proxy_upstream_connections_total", reused="true") is None
+    assert _value(metrics, "ocm_proxy_upstream_dial_duration_seconds_count") == 1
+    assert _value(metrics, "ocm_proxy_upstream_tls_handshake_duration_seconds_count") == 1
+    assert _value(metrics, "ocm_proxy_upstream_open_connections") == 1
+    client.transport.loseConnection()
+    await client.closed
+    await eventually(reactor(), lambda: _count(metrics, "101") == 1)
+    await eventually(reactor(), lambda: _value(metrics, "ocm_proxy_upstream_open_connections") == 0)
+    assert _value(metrics, "ocm_proxy_upstream_connections_total", reused="false") == 1
