@@ -170,7 +170,7 @@ class _Families:
             ),
             first_byte=Histogram(
                 "upstream_first_byte_duration_seconds",
-                "Time from forwarding a request to the cluster's response head",
+                "Time from writing a request to the cluster to its response head (dial excluded)",
                 by_cluster,
                 buckets=UPSTREAM_BUCKETS,
                 **proxy,
@@ -309,7 +309,9 @@ class ClusterMetrics:
         self._child("open_connections").dec()
 
     def first_byte(self, seconds: float) -> None:
-        """The cluster's response head arrived ``seconds`` after forwarding began."""
+        """The cluster's response head arrived ``seconds`` after the request was written
+        to its connection (a new connection's dial and handshake are not included:
+        they have histograms of their own)."""
         self._child("first_byte").observe(seconds)
 
     def inflight(self, delta: int) -> None:
