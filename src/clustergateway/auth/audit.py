@@ -158,7 +158,7 @@ class AuditLog:
             aborted = isinstance(result, Failure)
             self.write(record.line(request, self.clock.seconds(), aborted, self.api_group))
 
-        request.notifyFinish().addBoth(finished)
+        request.notifyFinish().addBoth(finished)  # type: ignore[attr-defined]
         return record
 
 

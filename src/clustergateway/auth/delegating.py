@@ -83,7 +83,7 @@ class DelegatingGuard:
         wanted = requested_impersonation(request.requestHeaders)
         if wanted is None:
             return caller
-        request.cg_caller = caller  # the audit names the real caller too
+        request.cg_caller = caller  # type: ignore[attr-defined]  # the audit names the real caller too
         return await impersonated_user(caller, wanted, self.authorizer.authorize)
 
     async def _caller(self, request: IRequest) -> UserInfo:

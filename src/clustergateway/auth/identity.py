@@ -485,5 +485,5 @@ class IdentityResolver:
         """The proxy's hook: None = the Secret's credential, else the headers to add."""
         values = request.args.get(b"impersonate") if request.args else None
         decision = self.decide(cluster, user, impersonation_requested(values))
-        request.cg_identity = decision
+        request.cg_identity = decision  # type: ignore[attr-defined]
         return decision.impersonation

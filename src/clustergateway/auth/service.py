@@ -62,7 +62,7 @@ class TrustService(Service):
     _log = Logger()
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._attempt()
 
     def _attempt(self) -> None:
@@ -90,7 +90,7 @@ class TrustService(Service):
             self.source.start()
 
     def stopService(self) -> None:  # noqa: N802 - Twisted's name
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import attrs
 
 __all__ = ["UserInfo", "ANONYMOUS", "STANDALONE_ADMIN"]
 
 
-def _tuple(value: object) -> tuple[str, ...]:
-    return tuple(value)  # type: ignore[call-overload,no-any-return]
+def _tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
-def _extra(value: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    items = value.items() if isinstance(value, dict) else value  # type: ignore[attr-defined]
-    return tuple(sorted((str(k), tuple(v)) for k, v in items))  # type: ignore[union-attr]
+def _extra(
+    value: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str]]],
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple(sorted((str(k), tuple(v)) for k, v in items))
 
 
 @attrs.frozen
