@@ -198,12 +198,12 @@ class HubConfig:
             raise HubConfigError(f"kubeconfig {path} is not a kubeconfig")
         configuration = Configuration()
         try:
-            loader = KubeConfigLoader(
+            loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
                 config_dict=config_dict,
                 active_context=context,
                 config_base_path=str(path.resolve().parent),
             )
-            loader.load_and_set(configuration)
+            loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
         except (ConfigException, KeyError, ValueError, TypeError) as e:
             raise HubConfigError(f"kubeconfig {path}: {e}") from None
         return cls.from_kubernetes(configuration)
@@ -223,7 +223,7 @@ class HubConfig:
 
         configuration = Configuration()
         try:
-            incluster_config.InClusterConfigLoader(
+            incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
                 token_filename=token_filename or incluster_config.SERVICE_TOKEN_FILENAME,
                 cert_filename=cert_filename or incluster_config.SERVICE_CERT_FILENAME,
                 environ=dict(environ if environ is not None else os.environ),
@@ -347,7 +347,7 @@ class _BodyCollector(Protocol):
                     errors.BadGateway(f"the hub answered more than {self._limit} bytes")
                 )
             if self.transport is not None:
-                self.transport.stopProducing()
+                self.transport.stopProducing()  # type: ignore[attr-defined]
             return
         self._parts.append(data)
 
@@ -366,7 +366,7 @@ def _read_body(response: IResponse, limit: int = MAX_RESPONSE_BODY) -> Deferred[
 
     def cancel(_: Deferred[bytes]) -> None:
         if collector.transport is not None:
-            collector.transport.stopProducing()
+            collector.transport.stopProducing()  # type: ignore[attr-defined]
 
     done: Deferred[bytes] = Deferred(cancel)
     collector = _BodyCollector(done, limit)
@@ -428,7 +428,7 @@ class _WatchLines(Protocol):
     def _fail(self, error: errors.StatusError) -> None:
         self._failed = error
         if self.transport is not None:
-            self.transport.stopProducing()
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         if self._done.called or self.cancelled:

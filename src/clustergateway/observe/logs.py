@@ -456,7 +456,7 @@ class AccessLog:
         duration = None
         if note is not None and note.started is not None:
             duration = round(self.clock() - note.started, 6)
-        client = request.getClientAddress()  # type: ignore[no-untyped-call]
+        client = request.getClientAddress()
         self.log.info(
             _ACCESS_FORMAT if duration is not None else _ACCESS_FORMAT_NO_DURATION,
             method=(request.method or b"").decode("latin-1"),

@@ -107,7 +107,7 @@ def _ssl_reasons(value: SSL.Error) -> str:
     return ", ".join(r for r in reasons if r) or "TLS error"
 
 
-def describe_failure(value: BaseException) -> str:
+def describe_failure(value: BaseException | None) -> str:
     """A short, credential-free description of a connection or TLS failure."""
     if isinstance(value, SSL.Error):
         return _ssl_reasons(value)
@@ -129,7 +129,7 @@ def _now(reactor: Any) -> float:
 
 
 @implementer(IProtocolFactory)
-class _GateFactory(Factory):
+class _GateFactory(Factory["_HandshakeGate"]):
     """Builds the application protocol behind a :class:`_HandshakeGate`."""
 
     noisy = False
@@ -138,8 +138,8 @@ class _GateFactory(Factory):
         self.app_factory = app_factory
         self.attempt = attempt
 
-    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
-        app = self.app_factory.buildProtocol(addr)
+    def buildProtocol(self, addr: IAddress | None) -> _HandshakeGate | None:
+        app = self.app_factory.buildProtocol(addr)  # type: ignore[arg-type]  # passed through as given
         if app is None:
             return None
         return _HandshakeGate(app, self.attempt)

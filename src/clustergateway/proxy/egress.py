@@ -724,9 +724,7 @@ class _ResolvingEndpoint:
                 f"use socks5h:// to let the proxy resolve it): {_why(failure)}"
             )
 
-        d: Deferred[Any] = self.resolve(self.host)
-        d.addCallbacks(resolved, not_resolved)
-        return cast("Deferred[IProtocol]", d)
+        return self.resolve(self.host).addCallbacks(resolved, not_resolved)
 
 
 @implementer(IResolutionReceiver)

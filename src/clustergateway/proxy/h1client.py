@@ -206,16 +206,16 @@ class H1Connection(TwistedProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(Failure(UpstreamProtocolError("the cluster answered 101 unasked")))  # type: ignore[no-untyped-call]
+            self._fail(Failure(UpstreamProtocolError("the cluster answered 101 unasked")))
             return
         except httptools.HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _SinkGone):
                 return
             if isinstance(cause, UpstreamProtocolError):
-                self._fail(Failure(cause))  # type: ignore[no-untyped-call]
+                self._fail(Failure(cause))
             else:
-                self._fail(Failure(UpstreamProtocolError(f"invalid HTTP response: {e}")))  # type: ignore[no-untyped-call]
+                self._fail(Failure(UpstreamProtocolError(f"invalid HTTP response: {e}")))
             return
         if self._done:
             self._complete()
@@ -507,7 +507,7 @@ class H1Pool:
 
 
 def _ignore_cancelled(failure: Failure) -> None:
-    failure.trap(CancelledError)  # type: ignore[no-untyped-call]
+    failure.trap(CancelledError)
 
 
 @attrs.define(eq=False, slots=True)

@@ -199,7 +199,7 @@ class UpgradeSplice:
         metrics = self.metrics
         timed = getattr(endpoint, "connect_timed", None) if metrics is not None else None
         if metrics is None or timed is None:
-            d = connectProtocol(endpoint, side)  # type: ignore[no-untyped-call]
+            d = connectProtocol(endpoint, side)
         else:
             # Every upgrade dials a connection of its own: a new one, never pooled.
             d = timed(Factory.forProtocol(lambda: side))
@@ -228,7 +228,7 @@ class UpgradeSplice:
             d, self._connecting = self._connecting, None
             d.cancel()
         if self._upstream is not None and self._upstream.transport is not None:
-            self._upstream.transport.abortConnection()
+            self._upstream.transport.abortConnection()  # type: ignore[attr-defined]
 
     def upstream_connected(self, upstream: _UpstreamSide) -> None:
         self._connecting = None

@@ -315,7 +315,7 @@ class HubSecretSource(Service):
         return self._reflector
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         group = self.group or self.registry.group
         self._reflector = ListWatch(
             self.reactor,
@@ -336,7 +336,7 @@ class HubSecretSource(Service):
             self.on_synced()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         reflector, self._reflector = self._reflector, None
         if reflector is None:
             return succeed(None)
@@ -367,7 +367,7 @@ class HubManagedClusterSource(Service):
     _log: ClassVar[Logger] = Logger()
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._probe = Deferred.fromCoroutine(self._start())
         self._probe.addErrback(_ignore_cancel)
 
@@ -412,7 +412,7 @@ class HubManagedClusterSource(Service):
         self._reflector.start()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._probe is not None and not self._probe.called:
             self._probe.cancel()
         reflector, self._reflector = self._reflector, None

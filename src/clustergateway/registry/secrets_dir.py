@@ -151,14 +151,14 @@ class DirectorySecretSource(Service):
     _log: ClassVar[Logger] = Logger()
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._loop = LoopingCall(self.scan)
         self._loop.clock = self.reactor
         done = self._loop.start(self.interval, now=True)
         done.addErrback(lambda f: self._log.failure("Secrets directory scan stopped", f))
 
     def stopService(self) -> None:  # noqa: N802 - Twisted's name
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
