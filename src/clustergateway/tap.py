@@ -280,7 +280,7 @@ def build_hub_source(
 
     client = hub_client(reactor, config)
     feeds = MultiService()
-    HubSecretSource(
+    HubSecretSource(  # type: ignore[no-untyped-call]
         reactor,
         client,
         config.secret_namespace,
@@ -289,7 +289,7 @@ def build_hub_source(
         on_synced=on_synced,
     ).setServiceParent(feeds)
     if config.feature_gates.ocm_cluster_cache or config.ocm_integration:
-        HubManagedClusterSource(
+        HubManagedClusterSource(  # type: ignore[no-untyped-call]
             reactor, client, registry, resync_period=config.resync_period
         ).setServiceParent(feeds)
     writer = HubHealthWriter(client, config.secret_namespace, config.api_group)
@@ -388,9 +388,9 @@ def build_service(
         closers,
         metrics,
     )
-    for feed in feeds:
-        feed.setServiceParent(service)
-    listener.setServiceParent(service)
+    for feed_service in feeds:
+        feed_service.setServiceParent(service)
+    listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
 
@@ -426,14 +426,14 @@ def _start_workers(config: GatewayConfig, args: Sequence[str]) -> None:
 
     parent = workers.parent_of_worker()
     if parent is not None:
-        reactor.callWhenRunning(workers.watch_parent, reactor, parent)  # type: ignore[attr-defined]
+        reactor.callWhenRunning(workers.watch_parent, reactor, parent)
         return
     if config.workers <= 1:
         return
     _serving_cert(config)  # generated once here, not raced by N processes (ConfigError exits)
     supervisor = workers.WorkerSupervisor(reactor, workers.child_argv(args), config.workers - 1)
-    reactor.callWhenRunning(supervisor.start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(supervisor.start)
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -442,9 +442,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     Flags are checked first so that a bad one stops the start with one line.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    options = Options()
+    options = Options()  # type: ignore[no-untyped-call]
     try:
-        options.parseOptions(args)
+        options.parseOptions(args)  # type: ignore[no-untyped-call]
     except usage.UsageError as e:
         raise SystemExit(f"{PROG}: {e}") from None
     from twisted.scripts import twistd

@@ -22,6 +22,7 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, wrapServerTLS
 from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
@@ -192,7 +193,7 @@ class TLSListener(Service):
     _log: ClassVar[Logger] = Logger()
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         tcp_endpoint = TCP6ServerEndpoint if ":" in self.bind_address else TCP4ServerEndpoint
         if self.reuse_port:
             from clustergateway.server.workers import ReusePortEndpoint
@@ -214,13 +215,13 @@ class TLSListener(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.listening = port
-        address = port.getHost()
+        address = _tcp_address(port)
         self._log.info(
             "Serving HTTPS on {url}", url=f"https://{_host_port(address.host, address.port)}"
         )
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted's name
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self.listening is not None:
             port, self.listening = self.listening, None
             return port.stopListening()
@@ -231,11 +232,18 @@ class TLSListener(Service):
         """``https://host:port`` of the listening socket (its real port when 0 was asked)."""
         if self.listening is None:
             raise RuntimeError("not listening")
-        address = self.listening.getHost()
+        address = _tcp_address(self.listening)
         host = address.host
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         return f"https://{_host_port(host, address.port)}"
+
+
+def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
+    """The address of a TCP listening port (``getHost`` is typed as any ``IAddress``)."""
+    address = port.getHost()
+    assert isinstance(address, IPv4Address | IPv6Address), address
+    return address
 
 
 def _host_port(host: str, port: int) -> str:

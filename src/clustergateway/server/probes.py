@@ -41,7 +41,7 @@ class ProbeResource(Resource):
     isLeaf = True
 
     def __init__(self, name: str, checks: list[Check] | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.name = name
         self.checks: list[Check] = list(checks or [Check("ping", ping)])
 

@@ -57,5 +57,5 @@ def install() -> Any:
     from twisted.internet.main import installReactor
 
     reactor = LeanEPollReactor()  # type: ignore[no-untyped-call]
-    installReactor(reactor)  # type: ignore[no-untyped-call]
+    installReactor(reactor)
     return reactor

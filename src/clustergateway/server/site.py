@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -70,24 +70,24 @@ class GatewayRequest(server.Request):
     """A request whose every error is a ``Status`` and whose head has no ``Server:``."""
 
     defaultContentType = None  # noqa: N815 - Twisted's name
-    _log: ClassVar[Logger] = Logger()
+    _log = Logger()  # as http.Request declares it (not a ClassVar there)
 
     def process(self) -> None:
         content = self.content
         if isinstance(content, CappedBody) and content.overflowed:
-            self.site = self.channel.site
+            self.site = self.channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
             error = errors.RequestEntityTooLarge(
                 f"the request body is larger than {content.limit} bytes"
             )
             self.write(errors.render_status(self, error))
-            self.finish()
+            self.finish()  # type: ignore[no-untyped-call]
             return
-        super().process()
+        super().process()  # type: ignore[no-untyped-call]
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:
             self.responseHeaders.removeHeader(b"server")
-        super().write(data)
+        super().write(data)  # type: ignore[no-untyped-call]
 
     def processingFailed(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         """An exception escaped a resource: log it, answer a 500 ``Status`` without details."""
@@ -100,11 +100,11 @@ class GatewayRequest(server.Request):
         if self.finished or self._disconnected:
             return
         if self.startedWriting:
-            self.loseConnection()
+            self.loseConnection()  # type: ignore[no-untyped-call]
             return
         error = errors.InternalError("Internal error occurred: the request could not be served")
         self.write(errors.render_status(self, error))
-        self.finish()
+        self.finish()  # type: ignore[no-untyped-call]
 
 
 class GatewaySite(server.Site):
@@ -123,7 +123,7 @@ class GatewaySite(server.Site):
         request_log: Callable[[server.Request], None] | None = None,
         idle_timeout: float | None = 60.0,
     ) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[no-untyped-call]
             resource,
             requestFactory=GatewayRequest,
             parsePOSTFormSubmission=False,
@@ -139,7 +139,7 @@ class GatewaySite(server.Site):
         return CappedBody(self.max_request_body)
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
-        protocol = super().buildProtocol(addr)
+        protocol = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         channel = protocol._channel
         channel.MAX_LENGTH = self.max_header_bytes
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
@@ -158,7 +158,7 @@ class GatewaySite(server.Site):
         protocol.makeConnection = make_connection_with_keepalive
         return protocol
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: server.Request) -> None:  # type: ignore[override]  # ours build server.Request
         """The access log hook (``observe.logs.AccessLog.log_request``); silent without one."""
         if self.request_log is not None:
             self.request_log(request)

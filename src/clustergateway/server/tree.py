@@ -81,7 +81,7 @@ def finish_with_status(request: IRequest, error: errors.StatusError) -> None:
     if _gone(request):
         return
     if getattr(request, "startedWriting", False):
-        request.loseConnection()  # too late for a Status: cut the response short
+        request.loseConnection()  # type: ignore[attr-defined]  # too late for a Status: cut the response short
         return
     finish_with(request, errors.render_status(request, error))
 
@@ -113,7 +113,7 @@ class Gate:
         handler: Handler,
     ) -> int:
         d = ensureDeferred(self._run(request, route, handler))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        request.notifyFinish().addErrback(lambda _: d.cancel())  # type: ignore[attr-defined]
         return NOT_DONE_YET
 
     async def _run(
@@ -152,7 +152,7 @@ class GatedResource(Resource):
     isLeaf = True
 
     def __init__(self, gate: Gate) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.gate = gate
 
     def render(self, request: IRequest) -> int:
@@ -181,7 +181,7 @@ class ApisResource(Resource):
         clusters: ClusterResources,
         proxy: ClusterProxyRenderer | None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.gate = gate
         self.documents = documents
         self.clusters = clusters
@@ -353,7 +353,7 @@ class GatewayRoot(Resource):
     """The root: fixed children, everything else a gated 404 ``Status``."""
 
     def __init__(self, gate: Gate) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.gate = gate
         self.healthz = ProbeResource("healthz")
         self.livez = ProbeResource("livez")

@@ -230,7 +230,7 @@ class WatchOptions:
         version: int | None = None
         if resource_version not in (None, "", "0"):
             try:
-                version = int(resource_version)  # type: ignore[arg-type]
+                version = int(resource_version)
             except ValueError:
                 raise errors.BadRequest(f'invalid resource version "{resource_version}"') from None
             if version < 0:
@@ -238,7 +238,7 @@ class WatchOptions:
         timeout: float | None = None
         if timeout_seconds not in (None, ""):
             try:
-                timeout = float(int(timeout_seconds))  # type: ignore[arg-type]
+                timeout = float(int(timeout_seconds))
             except ValueError:
                 raise errors.BadRequest(
                     f'invalid value "{timeout_seconds}" for timeoutSeconds'
@@ -247,7 +247,7 @@ class WatchOptions:
                 timeout = None
         send_initial = False
         if send_initial_events not in (None, ""):
-            send_initial = send_initial_events.lower() in ("1", "t", "true")  # type: ignore[union-attr]
+            send_initial = send_initial_events.lower() in ("1", "t", "true")
             if send_initial and not allow_bookmarks:
                 raise errors.UnprocessableEntity(
                     "sendInitialEvents requires setting allowWatchBookmarks to true"
@@ -294,8 +294,8 @@ class WatchStream:
         request.setResponseCode(200)
         request.responseHeaders.setRawHeaders(b"content-type", [self.view.content_type])
         request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache, private"])
-        request.registerProducer(self, True)
-        request.notifyFinish().addBoth(self._finished)
+        request.registerProducer(self, True)  # type: ignore[attr-defined]
+        request.notifyFinish().addBoth(self._finished)  # type: ignore[attr-defined]
         opts = self.options
         if opts.resource_version is None or opts.send_initial_events:
             version, state = self.changes.snapshot()
@@ -383,7 +383,7 @@ class WatchStream:
             version = self.changes.resource_version
             self.request.write(_line("BOOKMARK", self.view.bookmark(version, False)))
         self._cleanup()
-        self.request.unregisterProducer()
+        self.request.unregisterProducer()  # type: ignore[attr-defined]
         self.request.finish()
 
     def _cleanup(self) -> None:

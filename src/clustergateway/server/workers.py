@@ -83,7 +83,7 @@ class ReusePortEndpoint:
             sock.setblocking(False)
             port = self.reactor.adoptStreamPort(sock.fileno(), family, protocolFactory)
         except OSError as e:
-            return fail(CannotListenError(self.interface, self.port, e))  # type: ignore[no-untyped-call]
+            return fail(CannotListenError(self.interface, self.port, e))
         finally:
             sock.close()
         return succeed(port)

@@ -232,7 +232,7 @@ class ApiResource(Resource):
     _log = Logger()
 
     def __init__(self, cluster: SimulatedCluster) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.cluster = cluster
 
     def render(self, request: SimRequest) -> int:
@@ -259,7 +259,7 @@ class ApiResource(Resource):
         if request.gone or request.finished:
             return
         if request.startedWriting:
-            request.loseConnection()
+            request.loseConnection()  # type: ignore[no-untyped-call]
             return
         body = render_status(request, error)
         request.write(body)

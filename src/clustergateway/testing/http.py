@@ -57,7 +57,7 @@ class SimChannel(HTTPChannel):
     maxHeaders = 1000
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]
         site = getattr(self, "site", None)
         if isinstance(site, SimSite):
             site.connection_opened(self)
@@ -66,23 +66,23 @@ class SimChannel(HTTPChannel):
         site = getattr(self, "site", None)
         if isinstance(site, SimSite):
             site.connection_closed(self)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         if self.transport is not None:
             self.transport.write(_status_response(BadRequest("malformed HTTP request")))
-        self.loseConnection()
+        self.loseConnection()  # type: ignore[no-untyped-call]
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self.transport is not None:
             self.transport.write(
                 _status_response(BadRequest("request line or header longer than 1 MiB"))
             )
-        self.loseConnection()
+        self.loseConnection()  # type: ignore[no-untyped-call]
 
 
 def _channel_factory(self: SimSite) -> _GenericHTTPChannelProtocol:
-    return _GenericHTTPChannelProtocol(SimChannel())
+    return _GenericHTTPChannelProtocol(SimChannel())  # type: ignore[no-untyped-call]
 
 
 class SimRequest(Request):
@@ -91,7 +91,7 @@ class SimRequest(Request):
     _log = Logger()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.body_too_large = False
         self._body_size = 0
         self._sent_bytes = 0
@@ -102,13 +102,13 @@ class SimRequest(Request):
         if self._body_size > MAX_BODY_BYTES:
             self.body_too_large = True
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
     def processingFailed(self, reason: Failure) -> Failure:
         self._log.failure("request failed", failure=reason)
         error = InternalError("an internal error occurred in the simulated cluster")
         if self.startedWriting:
-            self.loseConnection()
+            self.loseConnection()  # type: ignore[no-untyped-call]
             return reason
         body = status_body(error)
         self.setResponseCode(error.code)
@@ -129,17 +129,17 @@ class SimRequest(Request):
         limit = faults.drop_after_bytes if faults is not None else None
         if limit is not None and self._sent_bytes + len(data) > limit:
             room = max(limit - self._sent_bytes, 0)
-            super().write(data[:room])
+            super().write(data[:room])  # type: ignore[no-untyped-call]
             self._dropped = True
-            self.loseConnection()
+            self.loseConnection()  # type: ignore[no-untyped-call]
             return
         self._sent_bytes += len(data)
-        super().write(data)
+        super().write(data)  # type: ignore[no-untyped-call]
 
     def finish(self) -> None:
         if self._dropped or self._disconnected or self.finished:
             return
-        super().finish()
+        super().finish()  # type: ignore[no-untyped-call]
 
     @property
     def gone(self) -> bool:
@@ -158,7 +158,7 @@ class SimSite(Site):
     displayTracebacks = False
 
     def __init__(self, resource: Any, faults: Faults, reactor: Any) -> None:
-        super().__init__(resource, reactor=reactor)
+        super().__init__(resource, reactor=reactor)  # type: ignore[no-untyped-call]
         self.faults = faults
         self.connections: set[SimChannel] = set()
         faults.stall_listeners.append(self._stall_changed)
@@ -175,7 +175,7 @@ class SimSite(Site):
     def connection_opened(self, channel: SimChannel) -> None:
         self.connections.add(channel)
         if self.faults.stall and channel.transport is not None:
-            channel.transport.pauseProducing()
+            channel.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def connection_closed(self, channel: SimChannel) -> None:
         self.connections.discard(channel)
@@ -186,15 +186,15 @@ class SimSite(Site):
             if transport is None:
                 continue
             if stalled:
-                transport.pauseProducing()
+                transport.pauseProducing()  # type: ignore[attr-defined]
             else:
-                transport.resumeProducing()
+                transport.resumeProducing()  # type: ignore[attr-defined]
 
     def drop_connections(self) -> None:
         """Abort every open connection (the apiserver process died)."""
         for channel in list(self.connections):
             if channel.transport is not None:
-                channel.transport.abortConnection()
+                channel.transport.abortConnection()  # type: ignore[attr-defined]
         self.connections.clear()
 
     def detach(self) -> None:

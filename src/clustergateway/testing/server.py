@@ -19,6 +19,7 @@ import attrs
 import yaml
 from OpenSSL import crypto
 from twisted.internet import ssl
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -327,7 +328,9 @@ class SimulatedCluster:
         self._listening = self.reactor.listenSSL(
             self.port, self._site, self._tls_options(), interface=self.interface
         )
-        self.port = self._listening.getHost().port
+        address = self._listening.getHost()
+        assert isinstance(address, IPv4Address | IPv6Address), address
+        self.port = address.port
         self._log.info("simulated cluster {name} listening on {url}", name=self.name, url=self.url)
         return self
 
