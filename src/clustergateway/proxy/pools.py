@@ -49,7 +49,7 @@ class PoolSettings:
 
     connect_timeout: float = 10.0
     tls_handshake_timeout: float = 10.0
-    max_idle_per_cluster: int = 32
+    max_idle_per_cluster: int = 128
     idle_timeout: float = 55.0
     proxy_environment: ProxyEnvironment = attrs.field(factory=ProxyEnvironment)
 
