@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv run test lint
+.PHONY: venv run test lint typecheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/clustergateway
+
+# mypy --strict with the zope plugin (config in pyproject.toml).
+typecheck: venv
+	$(BIN)/mypy src/clustergateway
 
 # Side-by-side load runs (bench/README.md): direct vs kubectl proxy vs the gateway.
 .PHONY: bench bench-quick
