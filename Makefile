@@ -16,8 +16,11 @@ venv: $(BIN)/python
 run: venv
 	$(BIN)/python scripts/demo.py
 
+# Lint and strict type check first (seconds), then the whole suite.
 test: venv
 	bash scripts/test-deps.sh
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/clustergateway
 	$(BIN)/python -m pytest tests
 
 lint: venv
