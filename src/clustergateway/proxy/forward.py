@@ -22,12 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, render_status
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
@@ -35,7 +33,6 @@ from clustergateway.proxy.h1client import Exchange, H1Pool, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
-    "BytesBody",
     "StreamingForward",
     "break_response",
     "finish_with_status",
@@ -43,32 +40,6 @@ __all__ = [
 ]
 
 _NO_BODY_CODES = frozenset({204, 304})
-
-
-@implementer(IBodyProducer)
-@attrs.define
-class BytesBody:
-    """A request body already in memory (Twisted buffers request bodies; the
-    apiserver caps them at ~3 MiB), written in one go with a known length."""
-
-    data: bytes
-    length: int = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.length = len(self.data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802
-        consumer.write(self.data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802
-        pass
 
 
 def break_response(request: Any) -> None:

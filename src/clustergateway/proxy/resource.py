@@ -38,7 +38,7 @@ from clustergateway.observe.labels import request_labels
 from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
-from clustergateway.proxy.forward import BytesBody, StreamingForward, finish_with_status
+from clustergateway.proxy.forward import StreamingForward, finish_with_status
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
 from clustergateway.proxy.paths import is_long_running, join_path, rewrite_query, split_uri
@@ -75,17 +75,19 @@ class ProxySettings:
     splice: SpliceSettings = attrs.field(factory=SpliceSettings)
 
 
-def _content(request: Request) -> BytesBody | None:
+def _content(request: Request) -> bytes | None:
+    """The request body (Twisted buffers it; the apiserver caps it at ~3 MiB), or
+    None when the request had none, so no Content-Length is invented."""
     content = request.content
     if content is None:
         return None
     content.seek(0)
-    data = content.read()
+    data: bytes = content.read()
     if data:
-        return BytesBody(data)
+        return data
     headers = request.requestHeaders
     if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):
-        return BytesBody(b"")
+        return b""
     return None
 
 
@@ -275,10 +277,10 @@ class ClusterProxy:
             head_headers = [(b"Host", [target.host_header]), *headers]
             head_headers.extend((name, [value]) for name, value in added[1:])
             if body is not None:
-                head_headers.append((b"Content-Length", [b"%d" % body.length]))
+                head_headers.append((b"Content-Length", [b"%d" % len(body)]))
             head = serialize_head(request.method, path, head_headers)
             if body is not None:
-                head += body.data
+                head += body
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
             splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
             splice.start(upstream.endpoint, head)
@@ -286,9 +288,9 @@ class ClusterProxy:
         headers.insert(0, (b"Host", [target.host_header]))
         headers.extend((name, [value]) for name, value in added[1:])
         method = request.method
-        data = request_head(method, path, headers, None if body is None else body.length)
+        data = request_head(method, path, headers, None if body is None else len(body))
         if body is not None:
-            data += body.data
+            data += body
         timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
         StreamingForward(request, self.reactor, cluster.name).start(
             upstream.pool, method, data, body is not None, timeout
