@@ -13,7 +13,9 @@ What changes from Twisted's defaults, and why (twisted-notes §1.2, §1.3, §3, 
   while streams are open, so a quiet watch would die after 60 s); the
   HTTP/1.1 keep-alive timeout stays, and TCP keepalive finds dead peers;
 * no access line per request unless an access log is installed
-  (``request_log``; twisted.web would format one string per request).
+  (``request_log``; twisted.web would format one string per request);
+* HTTP/1.1 request heads are parsed by llhttp
+  (:class:`~clustergateway.server.h1channel.H1Channel`), not line by line.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 
 from clustergateway import errors
+from clustergateway.server.h1channel import H1Channel
 
 __all__ = [
     "CappedBody",
@@ -107,11 +111,17 @@ class GatewayRequest(server.Request):
         self.finish()  # type: ignore[no-untyped-call]
 
 
+def _channel_factory(site: server.Site) -> _GenericHTTPChannelProtocol:
+    """``HTTPFactory.protocol``: Twisted's ALPN switch (h2) in front of an :class:`H1Channel`."""
+    return _GenericHTTPChannelProtocol(H1Channel())  # type: ignore[no-untyped-call]
+
+
 class GatewaySite(server.Site):
     """The ``Site`` serving the gateway's Resource tree."""
 
     requestFactory = GatewayRequest  # noqa: N815 - Twisted's name
     noisy = False
+    protocol = _channel_factory
 
     def __init__(
         self,
