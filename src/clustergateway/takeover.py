@@ -78,9 +78,10 @@ def take_over(request: Request, protocol: IProtocol, head: bytes) -> ITransport:
             original_lost(reason)
 
     channel.dataReceived = protocol.dataReceived
-    # When the takeover happens inside render(), the channel's line parser may
-    # still hold bytes of the packet that carried the head; it delivers them
-    # through rawDataReceived once render() returns.
+    # When the takeover happens inside render(), the channel's parser (Twisted's
+    # line parser, or the gateway's H1Channel) may still hold bytes of the packet
+    # that carried the head; it delivers them through rawDataReceived once
+    # render() returns.
     channel.rawDataReceived = protocol.dataReceived
     channel.connectionLost = connection_lost
     # The HTTP idle timer is off while a request is handled; make sure it stays
