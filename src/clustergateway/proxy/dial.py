@@ -38,12 +38,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as _Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clustergateway.proxy.paths import ip_version
 from clustergateway.proxy.tls import verify_error_of
+from clustergateway.tlssocket import ClientTLSFactory
 
 __all__ = [
     "DialError",
@@ -163,7 +163,10 @@ class _HandshakeGate(_Protocol):
             # Timed out or cancelled just before: the connection is unwanted.
             tls.abortConnection()
             return
-        tls.wrappedProtocol = self.app
+        if hasattr(tls, "wrappedProtocol"):  # Twisted's memory-BIO TLS protocol
+            tls.wrappedProtocol = self.app
+        else:  # a transport doing TLS on its socket calls its protocol directly
+            tls.protocol = self.app
         self.app.makeConnection(tls)
         self.attempt.connected(self.app)
 
@@ -317,11 +320,10 @@ class UpstreamEndpoint:
         if self.creator is None:
             factory: IProtocolFactory = protocolFactory
         else:
-            factory = TLSMemoryBIOFactory(
-                self.creator,
-                True,
-                _GateFactory(protocolFactory, attempt),
-                clock=self.reactor,
+            # TLS by OpenSSL on the socket when the stream is a plain TCP
+            # connection, Twisted's memory-BIO TLS otherwise (``tlssocket``).
+            factory = ClientTLSFactory(
+                self.creator, _GateFactory(protocolFactory, attempt), clock=self.reactor
             )
         attempt.start_timer(self.connect_timeout, "connect")
         pending = self.stream.connect(factory)
