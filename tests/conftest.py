@@ -3,7 +3,14 @@
 Fixtures live in ``tests/fixtures/<area>.py``, one module per area, and are
 registered here.  Do not import the Twisted reactor at module level in any
 conftest or fixture module (pytest-twisted installs it; twisted-notes §8).
+
+The suite runs on the gateway's own reactor (``server.reactor.LeanEPollReactor``,
+an ``EPollReactor``, so pytest-twisted's default-reactor check accepts it):
+installed here, before pytest-twisted installs one, so in-process gateways
+write and dispatch exactly as the ``cluster-gateway`` process does.
 """
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.tools",
@@ -13,3 +20,13 @@ pytest_plugins = [
     "tests.fixtures.auth",
     "tests.fixtures.egress",
 ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from clustergateway.server.reactor import install
+
+        install()
