@@ -54,7 +54,7 @@ __all__ = ["ClientTLSFactory", "ServerTLSFactory", "can_start_tls", "start_tls"]
 #: One TLS record carries at most 16 KiB of plaintext; a read that filled
 #: this much may have more records behind it in OpenSSL's buffer.
 _RECORD = 16384
-_RECORDS_PER_READ = 4
+_RECORDS_PER_READ = 8
 
 
 class _SocketTLS:
@@ -83,41 +83,50 @@ class _SocketTLS:
         return self._tls_read()
 
     def _tls_read(self) -> Any:
+        """Read what OpenSSL can give now, then hand it over in one piece.
+
+        ``SSL_read`` returns one record (at most 16 KiB) at a time; a bulk
+        stream gets up to ``_RECORDS_PER_READ`` records joined into one
+        ``dataReceived`` (fewer calls down the splice or the response); a
+        small request is one record and one call, with no extra read.
+        More plaintext may already be decrypted and buffered in OpenSSL, where
+        epoll cannot see it (``pending``); bytes still in the kernel wake us
+        again, so one busy connection cannot starve the others.
+        """
         tls = self._tls
-        size: int = self.bufferSize  # type: ignore[attr-defined]
-        records = 0
+        chunks: list[bytes] = []
+        outcome: Any = None
         while True:
             try:
-                data = tls.recv(size)
+                data = tls.recv(_RECORD)
             except SSL.WantReadError:
-                return None
+                break
             except SSL.ZeroReturnError:  # the peer's close_notify
-                return main.CONNECTION_DONE
+                outcome = main.CONNECTION_DONE
+                break
             except SSL.SysCallError as e:
                 # (-1, "Unexpected EOF"): closed without close_notify, as
                 # HTTP peers commonly do; the framing of HTTP says whether
                 # anything was cut, not TLS.
-                return main.CONNECTION_DONE if e.args[0] == -1 else main.CONNECTION_LOST
+                outcome = main.CONNECTION_DONE if e.args[0] == -1 else main.CONNECTION_LOST
+                break
             except SSL.WantWriteError:  # post-handshake message needing a write
                 self.startWriting()
-                return None
+                break
             except SSL.Error as e:
-                return e
+                outcome = e
+                break
             if not data:
-                return main.CONNECTION_DONE
-            self.protocol.dataReceived(data)  # type: ignore[attr-defined]
-            # More plaintext may already be decrypted and buffered in OpenSSL,
-            # where epoll cannot see it; bytes still in the kernel wake us again.
-            # A few records per wake-up, so one busy connection cannot starve others.
-            records += 1
-            if (
-                records == _RECORDS_PER_READ
-                or (len(data) < _RECORD and not tls.pending())
-                or self.disconnecting  # type: ignore[attr-defined]
-                or self._aborting  # type: ignore[attr-defined]
-                or self.disconnected  # type: ignore[attr-defined]
-            ):
-                return None
+                outcome = main.CONNECTION_DONE
+                break
+            chunks.append(data)
+            if len(chunks) == _RECORDS_PER_READ or (len(data) < _RECORD and not tls.pending()):
+                break
+        if chunks:
+            self.protocol.dataReceived(  # type: ignore[attr-defined]
+                chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            )
+        return outcome
 
     # --- the handshake ---------------------------------------------------
 
