@@ -49,7 +49,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import classImplements, implementer
 
-__all__ = ["ClientTLSFactory", "ServerTLSFactory", "can_start_tls", "start_tls"]
+__all__ = [
+    "ClientTLSFactory",
+    "ServerTLSFactory",
+    "begin_handshake",
+    "can_start_tls",
+    "start_tls",
+]
 
 #: One TLS record carries at most 16 KiB of plaintext; a read that filled
 #: this much may have more records behind it in OpenSSL's buffer.
@@ -330,8 +336,10 @@ def start_tls(transport: Any, memory: SSL.Connection, *, server: bool) -> None:
     """Switch ``transport`` (see :func:`can_start_tls`) to TLS on its socket.
 
     ``memory`` is what the connection creator returned for it (see
-    :func:`connection_for`).  A client
-    sends its hello at once; a server waits for the client's.
+    :func:`connection_for`).  A server waits for the client's hello; a
+    client must then call :func:`begin_handshake` — after its protocol is
+    connected, since on loopback the whole handshake can complete inside
+    that first call and ``handshakeCompleted`` must find the protocol.
     """
     _attach(memory, transport, server)
     connection = memory
@@ -342,10 +350,13 @@ def start_tls(transport: Any, memory: SSL.Connection, *, server: bool) -> None:
     transport._tls_wants_write = False
     transport._tls_writer = False
     transport._tls_write_soon = False
-    if not server:
-        result = transport._tls_handshake()
-        if result is not None:
-            transport.reactor.callLater(0, _lose, transport, result)
+
+
+def begin_handshake(transport: Any) -> None:
+    """Send a client's hello (and finish the handshake, if the server is that quick)."""
+    result = transport._tls_handshake()
+    if result is not None:
+        transport.reactor.callLater(0, _lose, transport, result)
 
 
 def _lose(transport: Any, why: BaseException) -> None:
@@ -382,6 +393,8 @@ class _Starter(Protocol):
             start_tls(transport, memory, server=self.server)
             transport.protocol = self.app
             self.app.makeConnection(transport)
+            if not self.server:
+                begin_handshake(transport)
             return
         wrapped = self.fallback.buildProtocol(self.addr)
         if wrapped is None:

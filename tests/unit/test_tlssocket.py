@@ -341,3 +341,67 @@ async def test_a_client_that_is_not_tls_is_dropped(pki: Pki) -> None:
     client.transport.write(b"still here")
     assert await server.wait_for(10) == b"still here"
     await _close(port, client, server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_done_within_the_first_call_still_reaches_the_protocol(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On loopback a quick server can answer while the client's first
+    ``do_handshake`` is still running, so the handshake completes inside it:
+    the application protocol must already be connected to hear
+    ``handshakeCompleted`` (it was not, and a connection to such a cluster
+    waited for its 10 s handshake timeout).  Forced here by letting the
+    first call wait for the server's answer, which comes from a thread."""
+    import select
+    import socket
+    import ssl as stdlib_ssl
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from clustergateway import tlssocket
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert.write_bytes(pki.server.cert_pem)
+        key.write_bytes(pki.server.key_pem)
+        context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            served.append(tls.recv(100))
+            tls.sendall(b"pong")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    real = tlssocket._SocketTLS._tls_handshake
+    calls: list[int] = []
+
+    def first_call_waits(self: Any) -> Any:
+        if not calls:
+            calls.append(1)
+            while True:
+                try:
+                    self._tls.do_handshake()
+                    break
+                except SSL.WantReadError:
+                    select.select([self.socket], [], [], 5)
+        return real(self)
+
+    monkeypatch.setattr(tlssocket._SocketTLS, "_tls_handshake", first_call_waits)
+    creator = ssl.optionsForClientTLS("127.0.0.1", _ca(pki))
+    endpoint = TCP4ClientEndpoint(reactor(), "127.0.0.1", listener.getsockname()[1])
+    starter = await endpoint.connect(ClientTLSFactory(creator, Factory.forProtocol(Shaker)))
+    client: Shaker = starter.app  # type: ignore[attr-defined]
+    await client.shaken
+    client.transport.write(b"ping")
+    assert await client.wait_for(4) == b"pong"
+    await client.lost
+    thread.join(5)
+    listener.close()
+    assert served == [b"ping"]
