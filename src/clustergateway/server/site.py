@@ -154,7 +154,6 @@ class GatewaySite(server.Site):
             timeout=idle_timeout,
             reactor=reactor,
         )
-        self._reactor_seconds = reactor.seconds
         self._date_second = -1
         self._date = b""
         self.max_request_body = max_request_body
@@ -187,7 +186,7 @@ class GatewaySite(server.Site):
 
     def http_date(self) -> bytes:
         """The ``Date:`` header value for now, formatted once per second."""
-        second = int(self._reactor_seconds())
+        second = int(self.reactor.seconds())
         if second != self._date_second:
             self._date_second = second
             self._date = http.datetimeToString(second)
