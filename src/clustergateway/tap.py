@@ -28,7 +28,9 @@ from clustergateway.auth.tlstrust import ServerTLS
 from clustergateway.config import PROG, ConfigError, GatewayConfig, Options
 from clustergateway.observe.logs import AccessLog
 from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
+from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.store import SecretRegistry
+from clustergateway.server.leanproxy import LeanProxy
 from clustergateway.server.listen import (
     CertificateError,
     ServingCert,
@@ -360,6 +362,9 @@ def build_service(
     )
     access_log = AccessLog(enabled=config.access_log, clock=reactor.seconds)
     site = GatewaySite(root, reactor=reactor, request_log=access_log.log_request)
+    if isinstance(renderer, ClusterProxy) and not config.access_log and not config.audit_log_path:
+        # Both logs read twisted.web's Request: with either on, twisted.web serves all.
+        site.lean_proxy = LeanProxy(gv, guard, renderer, reactor)
     serving = _serving_cert(config)
     server_tls = ServerTLS(serving.chain_pem, serving.key_pem)
     if auth is not None:

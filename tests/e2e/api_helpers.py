@@ -24,13 +24,15 @@ class StreamingKubectl:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, kubectl: str, kubeconfig: Path, *args: str) -> StreamingKubectl:
+    def start(
+        cls, kubectl: str, kubeconfig: Path, *args: str, env: dict[str, str] | None = None
+    ) -> StreamingKubectl:
         cache = kubeconfig.parent / f".kube-cache-{Path(kubectl).name}"
         process = subprocess.Popen(
             [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "HOME": str(kubeconfig.parent)},
+            env={**os.environ, "HOME": str(kubeconfig.parent), **(env or {})},
         )
         streaming = cls(process)
         streaming._reader = threading.Thread(target=streaming._read, daemon=True)

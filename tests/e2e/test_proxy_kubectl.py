@@ -217,6 +217,8 @@ async def test_kubectl_cp(proxied: ProxiedCluster, kubectl: str, tmp_path: Path)
 async def test_unknown_cluster_is_404_status(proxied: ProxiedCluster, kubectl: str) -> None:
     """kubectl pointed at a cluster the gateway does not know gets a NotFound Status."""
     kc = proxied.gateway.proxy_kubeconfig("nope")
-    result = await run_kubectl(kubectl, kc, "get", "--raw", "/api/v1/namespaces")
+    # --raw paths are taken from the host's root, not from the kubeconfig's server path.
+    raw = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/nope/proxy/api/v1/namespaces"
+    result = await run_kubectl(kubectl, kc, "get", "--raw", raw)
     assert result.returncode == 1
-    assert b"(NotFound)" in result.stderr
+    assert b'(NotFound): clustergateways.cluster.core.oam.dev "nope" not found' in result.stderr

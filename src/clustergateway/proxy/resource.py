@@ -42,7 +42,7 @@ from clustergateway.proxy.forward import StreamingForward, finish_with_status
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
 from clustergateway.proxy.paths import is_long_running, join_path, rewrite_query, split_uri
-from clustergateway.proxy.pools import ClusterPools, PoolSettings
+from clustergateway.proxy.pools import ClusterPools, ClusterUpstream, PoolSettings
 from clustergateway.proxy.upgrade import SpliceSettings, UpgradeSplice
 from clustergateway.registry.model import ClusterGateway, ClusterRegistry
 
@@ -75,7 +75,33 @@ class ProxySettings:
     splice: SpliceSettings = attrs.field(factory=SpliceSettings)
 
 
-def _content(request: Request) -> bytes | None:
+@attrs.frozen
+class Outbound:
+    """One request as it goes to a cluster (see :meth:`ClusterProxy.outbound`).
+
+    ``headers`` start with ``Host`` and end with the gateway's own
+    (credential, identity); ``timeout`` bounds the wait for the response head
+    (None for watches, followed logs, nested proxies).
+    """
+
+    upstream: ClusterUpstream
+    method: bytes
+    path: bytes
+    headers: list[tuple[bytes, list[bytes]]]
+    body: bytes | None
+    upgrade: bool
+    timeout: float | None
+
+    def request_bytes(self) -> bytes:
+        """The serialized HTTP/1.1 request (head and body) for the pooled client."""
+        body = self.body
+        data = request_head(
+            self.method, self.path, self.headers, None if body is None else len(body)
+        )
+        return data if body is None else data + body
+
+
+def _content(request: Any) -> bytes | None:
     """The request body (Twisted buffers it; the apiserver caps it at ~3 MiB), or
     None when the request had none, so no Content-Length is invented."""
     content = request.content
@@ -91,7 +117,7 @@ def _content(request: Request) -> bytes | None:
     return None
 
 
-def _client_address(request: Request) -> bytes | None:
+def _client_address(request: Any) -> bytes | None:
     host = getattr(request.getClientAddress(), "host", None)
     return host.encode("ascii", "replace") if isinstance(host, str) else None
 
@@ -190,25 +216,38 @@ class ClusterProxy:
         upgrade, when the spliced connection closes (the splice sets
         ``request.code`` to the 101 or the code it relayed).
         """
-        recorder = metrics.cluster(cluster_name)
-        resource, verb = self._labels(request.method, subpath, split_uri(request.uri)[1])
         content = request.content  # the whole body is in by now; Twisted closes it at the end
         body_length = 0
         if content is not None:
             position = content.tell()
             body_length = content.seek(0, 2)
             content.seek(position)
+        ended = self.record_start(
+            metrics, cluster_name, request.method, subpath, request.uri, body_length
+        )
+        request.notifyFinish().addBoth(lambda _: ended(request.code, request.sentLength))
+
+    def record_start(
+        self,
+        metrics: GatewayMetrics,
+        cluster_name: str,
+        method: bytes,
+        subpath: bytes,
+        uri: bytes,
+        body_length: int,
+    ) -> Callable[[int, int], None]:
+        """Count a request in flight; returns ``ended(code, bytes_sent)`` to call once."""
+        recorder = metrics.cluster(cluster_name)
+        resource, verb = self._labels(method, subpath, split_uri(uri)[1])
         started = self.reactor.seconds()
         recorder.inflight(+1)
 
-        def ended(_: object) -> None:
+        def ended(code: int, sent: int) -> None:
             recorder.inflight(-1)
-            recorder.bytes(body_length, request.sentLength)
-            recorder.request_finished(
-                resource, verb, request.code, self.reactor.seconds() - started
-            )
+            recorder.bytes(body_length, sent)
+            recorder.request_finished(resource, verb, code, self.reactor.seconds() - started)
 
-        request.notifyFinish().addBoth(ended)
+        return ended
 
     def _labels(self, method: bytes, subpath: bytes, query: bytes) -> tuple[str, str]:
         """``(resource, verb)`` metric labels of a target, memoised (bounded).
@@ -232,16 +271,25 @@ class ClusterProxy:
             self._label_cache[key] = labels
         return labels
 
-    async def _proxy(
-        self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo
-    ) -> None:
+    async def outbound(
+        self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
+    ) -> Outbound | None:
+        """What to send to ``cluster`` for ``request``, or None when the caller already left.
+
+        Checks the target (``--authorize-proxy-subpath``), resolves the
+        credential and identity, picks the upstream and assembles the head's
+        parts.  ``request`` is a twisted.web ``Request`` or the HTTP/1.1 lean
+        request (``server.leanproxy``), which offer the same attributes for this.
+        """
+        method = request.method
+        _, query = split_uri(request.uri)
         if self.authorize_target is not None:
             await self.authorize_target(
                 user,
                 cluster.name,
-                request.method.decode("ascii", "replace"),
+                method.decode("ascii", "replace"),
                 subpath.decode("utf-8", "replace"),
-                split_uri(request.uri)[1].decode("utf-8", "replace"),
+                query.decode("utf-8", "replace"),
             )
         credential = await self.credentials.credential_for(cluster)
         impersonation = self.identity_for(cluster, user, request)
@@ -252,9 +300,8 @@ class ClusterProxy:
                 f"cluster {cluster.name}: {e}", {"name": cluster.name, "kind": "clustergateways"}
             ) from None
         if getattr(request, "_disconnected", False):
-            return
+            return None
         target = upstream.target
-        _, query = split_uri(request.uri)
         path = join_path(target.base_path, subpath)
         if query:
             path += b"?" + rewrite_query(query)
@@ -267,33 +314,34 @@ class ClusterProxy:
             client_address=_client_address(request),
             upgrade=upgrade,
         )
-        added: list[tuple[bytes, bytes]] = [(b"Host", target.host_header)]
+        headers.insert(0, (b"Host", [target.host_header]))
         if credential.authorization is not None:
-            added.append((b"Authorization", credential.authorization))
+            headers.append((b"Authorization", [credential.authorization]))
         if impersonation is not None:
-            added.extend(impersonation.headers())
-        body = _content(request)
-        if upgrade:
-            head_headers = [(b"Host", [target.host_header]), *headers]
-            head_headers.extend((name, [value]) for name, value in added[1:])
+            headers.extend((name, [value]) for name, value in impersonation.headers())
+        timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
+        return Outbound(upstream, method, path, headers, _content(request), upgrade, timeout)
+
+    async def _proxy(
+        self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo
+    ) -> None:
+        out = await self.outbound(request, cluster, subpath, user)
+        if out is None:
+            return
+        body = out.body
+        if out.upgrade:
+            head_headers = out.headers
             if body is not None:
                 head_headers.append((b"Content-Length", [b"%d" % len(body)]))
-            head = serialize_head(request.method, path, head_headers)
+            head = serialize_head(out.method, out.path, head_headers)
             if body is not None:
                 head += body
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
             splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
-            splice.start(upstream.endpoint, head)
+            splice.start(out.upstream.endpoint, head)
             return
-        headers.insert(0, (b"Host", [target.host_header]))
-        headers.extend((name, [value]) for name, value in added[1:])
-        method = request.method
-        data = request_head(method, path, headers, None if body is None else len(body))
-        if body is not None:
-            data += body
-        timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
         StreamingForward(request, self.reactor, cluster.name).start(
-            upstream.pool, method, data, body is not None, timeout
+            out.upstream.pool, out.method, out.request_bytes(), body is not None, out.timeout
         )
 
     def _failed(self, failure: Failure, request: Request, cluster: str) -> None:

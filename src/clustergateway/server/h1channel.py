@@ -50,7 +50,7 @@ from typing import Any
 import httptools
 from twisted.protocols.basic import LineReceiver
 from twisted.web.http import HTTPChannel
-from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
+from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 from twisted.web.iweb import INonQueuedRequestFactory
 
 __all__ = ["H1Channel"]
@@ -121,6 +121,9 @@ class H1Channel(HTTPChannel):
     #: (Twisted asks zope for every request; the answer changes with the factory).
     _factory: Any = None
     _unqueued = False
+    #: Serves proxied requests without twisted.web's ``Request`` when it takes them
+    #: (``server.leanproxy.LeanProxy``, set by the site); None: all go to twisted.web.
+    lean: Any = None
 
     # -- what Twisted calls ----------------------------------------------------------
 
@@ -240,6 +243,35 @@ class H1Channel(HTTPChannel):
         self, method: bytes, url: bytes, version: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         """What ``lineReceived``/``headerReceived`` do with a head, then the body or the request."""
+        # Twisted's Headers store (canonical name → values): addRawHeader would
+        # canonicalise each name a second time and look for the CR/LF llhttp refused.
+        received = Headers()
+        raw = received._rawHeaders
+        encode = _nameEncoder.encode
+        framing: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            try:
+                name = encode(name)
+            except InvalidHeaderName:
+                self._respondToBadRequestAndDisconnect()  # type: ignore[no-untyped-call]
+                return
+            value = value.rstrip(b" \t")
+            if name in _FRAMING:
+                framing.append((name, value))
+            values = raw.get(name)
+            if values is None:
+                raw[name] = [value]
+            else:
+                values.append(value)
+        lean = self.lean
+        if (
+            lean is not None
+            and not framing
+            and not self.requests
+            and version == b"HTTP/1.1"
+            and lean.take(self, method, url, received)
+        ):
+            return
         factory = self.requestFactory
         if factory is not self._factory:
             self._factory = factory
@@ -249,24 +281,10 @@ class H1Channel(HTTPChannel):
         self._command = method
         self._path = url
         self._version = version
-        # Twisted's Headers store (canonical name → values): addRawHeader would
-        # canonicalise each name a second time and look for the CR/LF llhttp refused.
-        raw = request.requestHeaders._rawHeaders
-        encode = _nameEncoder.encode
-        for name, value in headers:
-            try:
-                name = encode(name)
-            except InvalidHeaderName:
-                self._respondToBadRequestAndDisconnect()  # type: ignore[no-untyped-call]
-                return
-            value = value.rstrip(b" \t")
-            if name in _FRAMING and not self._maybeChooseTransferDecoder(name, value):  # type: ignore[no-untyped-call]
+        request.requestHeaders = received
+        for name, value in framing:
+            if not self._maybeChooseTransferDecoder(name, value):  # type: ignore[no-untyped-call]
                 return  # answered 400
-            values = raw.get(name)
-            if values is None:
-                raw[name] = [value]
-            else:
-                values.append(value)
         self.allHeadersReceived()  # type: ignore[no-untyped-call]
         if self.length == 0:
             self.allContentReceived()  # type: ignore[no-untyped-call]

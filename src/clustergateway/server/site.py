@@ -159,6 +159,9 @@ class GatewaySite(server.Site):
         self.max_request_body = max_request_body
         self.max_header_bytes = max_header_bytes
         self.request_log = request_log
+        #: Proxied HTTP/1.1 requests served without twisted.web's Request
+        #: (``server.leanproxy.LeanProxy``); None: twisted.web serves all.
+        self.lean_proxy: Any = None
 
     def getContentFile(self, length: int | None) -> CappedBody:  # noqa: N802 - Twisted's name
         """Request bodies stay in memory, capped (Twisted spools big ones to disk)."""
@@ -170,6 +173,7 @@ class GatewaySite(server.Site):
         channel.MAX_LENGTH = self.max_header_bytes
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
         channel.maxHeaders = 1000
+        channel.lean = self.lean_proxy
         # Only an h2 connection that replaces the HTTP/1.1 channel reads this.
         protocol._timeOut = None
         make_connection = protocol.makeConnection

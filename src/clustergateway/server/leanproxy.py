@@ -1,0 +1,390 @@
+"""Proxied HTTP/1.1 requests without body, answered without twisted.web's ``Request``.
+
+A small proxied GET through twisted.web costs a ``Request`` (headers objects,
+cookie and query parsing, resource traversal, response ``Headers`` filled one
+sanitised header at a time), two coroutines wrapped in ``Deferred`` s (the
+gate, the proxy) and three ``notifyFinish`` ``Deferred`` s.  In memory that was
+~75 µs of Python per request, more than TLS and the sockets cost together.
+
+:class:`LeanProxy` takes such a request straight from
+:class:`~clustergateway.server.h1channel.H1Channel` once its head is parsed,
+and :class:`LeanRequest` answers it: the same authentication and
+authorization (the guard's coroutines, run by :func:`~clustergateway.eager.run_eagerly`,
+so nothing is wrapped when nothing waits), the same
+:meth:`ClusterProxy.outbound <clustergateway.proxy.resource.ClusterProxy.outbound>`
+(credential, identity, headers), the same pooled client, and the response
+head written once, in the bytes Twisted would have written (canonical header
+names, ``Transfer-Encoding: chunked`` when the cluster gave no length,
+``Connection: close`` when the caller asked for it).
+
+What stays with twisted.web, so it behaves exactly as before: requests with a
+body or ``Expect``, upgrades, HTTP/1.0, anything that is not a
+``clustergateways/{name}/proxy`` path, pipelined requests queued behind
+another, HTTP/2 (the kube-aggregator's usual protocol), and every request
+when the access log or the audit log is on (both read twisted.web's
+``Request``).  The channel's own bookkeeping is Twisted's: the request sits in
+``channel.requests`` (so ``connectionLost`` reaches it), bytes that arrive
+meanwhile are parked by ``rawDataReceived``, and ``requestDone`` restores the
+idle timeout and resumes parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers, _nameEncoder
+
+from clustergateway import errors
+from clustergateway.api.types import GroupVersion
+from clustergateway.auth.guard import RequestGuard
+from clustergateway.eager import Pending, run_eagerly
+from clustergateway.proxy.forward import upstream_error
+from clustergateway.proxy.h1client import ResponseHead
+from clustergateway.proxy.headers import response_header_pairs
+from clustergateway.proxy.resource import ClusterProxy
+from clustergateway.server.routes import ResourcePath, parse_apis_path, request_attributes
+
+__all__ = ["LeanProxy", "LeanRequest"]
+
+_NO_BODY_CODES = frozenset({204, 304})
+#: Request headers after which twisted.web serves the request (canonical names).
+_NOT_LEAN = (b"Content-Length", b"Transfer-Encoding", b"Expect", b"Upgrade")
+_CLOSE = b"Connection: close\r\n"
+
+
+@attrs.define(eq=False)
+class LeanProxy:
+    """Decides which HTTP/1.1 requests are proxied lean, and serves them."""
+
+    gv: GroupVersion
+    guard: RequestGuard
+    proxy: ClusterProxy
+    reactor: Any
+    #: ``/apis/<group>/<version>/clustergateways/``: every lean request starts so.
+    prefix: bytes = attrs.field(init=False)
+    #: Requests taken so far (tests and benchmarks check which path served them).
+    served: int = attrs.field(default=0, init=False)
+
+    _log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self.prefix = f"/apis/{self.gv.group}/{self.gv.version}/clustergateways/".encode()
+
+    def take(self, channel: Any, method: bytes, url: bytes, headers: Headers) -> bool:
+        """Serve this request (True), or leave it to twisted.web (False).
+
+        Called by the channel for an HTTP/1.1 head with nothing queued before
+        it; ``headers`` hold canonical names.
+        """
+        if not url.startswith(self.prefix):
+            return False
+        raw = headers._rawHeaders
+        for name in _NOT_LEAN:
+            if name in raw:
+                return False
+        path, _, query = url.partition(b"?")
+        route = parse_apis_path(path, self.gv)
+        if not isinstance(route, ResourcePath) or route.subresource != "proxy":
+            return False
+        connection = raw.get(b"Connection")
+        persistent = not (connection and b"close" in [t.lower() for t in connection[0].split(b" ")])
+        self.served += 1
+        request = LeanRequest(self, channel, method, url, path, query, headers, persistent)
+        # What HTTPChannel.allContentReceived does before handing a request over.
+        channel.requests.append(request)
+        channel.persistent = persistent
+        channel.length = 0
+        if channel.timeOut:
+            channel._savedTimeOut = channel.setTimeout(None)
+        channel._handlingRequest = True
+        request.start(route)
+        return True
+
+
+class LeanRequest:
+    """One proxied request and its response, written straight to the channel.
+
+    It offers the attributes of twisted.web's ``Request`` that the guard, the
+    identity resolver and :meth:`ClusterProxy.outbound` read (``method``,
+    ``uri``, ``path``, ``args``, ``requestHeaders``, ``channel``,
+    ``getClientAddress``...), and is the pooled client's ``ResponseSink``.
+    """
+
+    __slots__ = (
+        "_args",
+        "_chunked",
+        "_disconnected",
+        "_ended",
+        "_exchange",
+        "_lean",
+        "_no_body",
+        "_pending",
+        "_producing",
+        "_query",
+        "_timeout",
+        "_timer",
+        "cg_caller",
+        "cg_identity",
+        "channel",
+        "cluster",
+        "code",
+        "finished",
+        "gateway_user",
+        "method",
+        "path",
+        "persistent",
+        "requestHeaders",
+        "sentLength",
+        "startedWriting",
+        "uri",
+    )
+
+    clientproto = b"HTTP/1.1"
+    content = None
+
+    def __init__(
+        self,
+        lean: LeanProxy,
+        channel: Any,
+        method: bytes,
+        uri: bytes,
+        path: bytes,
+        query: bytes,
+        headers: Headers,
+        persistent: bool,
+    ) -> None:
+        self._lean = lean
+        self.channel = channel
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self._query = query
+        self.requestHeaders = headers  # noqa: N815 - twisted.web's name
+        self.persistent = persistent
+        self._args: dict[bytes, list[bytes]] | None = None
+        self.code = 200
+        self.sentLength = 0  # noqa: N815 - twisted.web's name
+        self.startedWriting = False  # noqa: N815 - twisted.web's name
+        self.finished = False
+        self._disconnected = False
+        self._exchange: Any = None
+        self._timer: Any = None
+        self._timeout: float | None = None
+        self._pending: Any = None
+        self._producing = False
+        self._chunked = False
+        self._no_body = method == b"HEAD"
+        self._ended: Callable[[int, int], None] | None = None
+        self.cluster = ""
+
+    # -- the parts of twisted.web's Request that others read ---------------------------
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]:
+        """The query's arguments, parsed on first use (as twisted.web does, blanks kept)."""
+        args = self._args
+        if args is None:
+            args = self._args = parse_qs(self._query, True) if self._query else {}
+        return args
+
+    def getHeader(self, name: bytes) -> bytes | None:  # noqa: N802 - twisted.web's name
+        values = self.requestHeaders.getRawHeaders(name)
+        return None if values is None else values[-1]
+
+    def getClientAddress(self) -> Any:  # noqa: N802 - twisted.web's name
+        return self.channel.transport.getPeer()
+
+    def isSecure(self) -> bool:  # noqa: N802 - twisted.web's name
+        return bool(self.channel.isSecure())
+
+    # -- serving ----------------------------------------------------------------------
+
+    def start(self, route: ResourcePath) -> None:
+        """Authenticate, authorize and send the request upstream (the Gate's steps)."""
+        try:
+            outcome = run_eagerly(self._serve(route))
+        except BaseException:  # _serve answers every error itself; this is a bug
+            self._crashed(Failure())
+            return
+        if isinstance(outcome, Pending):
+            self._pending = outcome.deferred
+            outcome.deferred.addErrback(self._crashed)
+
+    async def _serve(self, route: ResourcePath) -> None:
+        lean = self._lean
+        proxy = lean.proxy
+        try:
+            attributes = request_attributes(self.method, self.path, route, self.args, lean.gv)
+            # The guards read only the attributes of IRequest this class offers.
+            user = await lean.guard.authenticate(self)  # type: ignore[arg-type]
+            self.gateway_user = user
+            await lean.guard.authorize(user, attributes)
+            metrics = proxy.metrics
+            if metrics is not None:
+                self._ended = proxy.record_start(
+                    metrics, route.name, self.method, route.subpath, self.uri, 0
+                )
+            cluster = proxy.registry.get(route.name)
+            self.cluster = cluster.name
+            out = await proxy.outbound(self, cluster, route.subpath, user)
+        except CancelledError:
+            return
+        except errors.StatusError as e:
+            self._respond_status(e)
+            return
+        if out is None or self._disconnected:
+            return
+        self._timeout = timeout = out.timeout
+        if timeout is not None:
+            self._timer = lean.reactor.callLater(timeout, self._time_out)
+        self._exchange = out.upstream.pool.request(
+            self, out.request_bytes(), method=self.method, has_body=False
+        )
+
+    def _crashed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return
+        self._lean._log.failure(
+            "Serving {method} {path} failed",
+            failure,
+            method=self.method.decode("ascii", "replace"),
+            path=self.path.decode("utf-8", "replace"),
+        )
+        self._respond_status(errors.InternalError("Internal error occurred: see the gateway log"))
+
+    def _time_out(self) -> None:
+        self._timer = None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.cancel()
+        self._respond_status(
+            errors.GatewayTimeout(
+                f"cluster {self.cluster}: no response from the cluster within {self._timeout:g}s",
+                {"name": self.cluster},
+            )
+        )
+
+    def _stop_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            if timer.active():
+                timer.cancel()
+
+    # -- writing the response ---------------------------------------------------------
+
+    def _respond_status(self, error: errors.StatusError) -> None:
+        """Answer with a ``Status``; after the head went out, cut the response short."""
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self._break()
+            return
+        body = errors.status_body(error)
+        self.code = code = error.code
+        head = [b"HTTP/1.1 %d %s\r\n" % (code, RESPONSES.get(code, b"Unknown Status"))]
+        if not self.persistent:
+            head.append(_CLOSE)
+        head.append(b"Date: %s\r\n" % self.channel.site.http_date())
+        head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        self.startedWriting = True
+        self.sentLength = len(body)
+        transport = self.channel.transport
+        transport.write(b"".join(head))
+        if not self._no_body:
+            transport.write(body)
+        self._finish()
+
+    def head_received(self, head: ResponseHead, producer: Any) -> None:
+        self._stop_timer()
+        self.code = code = head.code
+        lines = [
+            b"HTTP/1.1 %d %s\r\n" % (code, head.phrase or RESPONSES.get(code, b"Unknown Status"))
+        ]
+        if not self.persistent:
+            lines.append(_CLOSE)
+        encode = _nameEncoder.encode
+        for name, value in response_header_pairs(head.headers):
+            lines += (encode(name), b": ", value, b"\r\n")
+        length = head.length
+        if code in _NO_BODY_CODES:
+            self._no_body = True
+        elif length is not None:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif not self._no_body:
+            self._chunked = True
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        self.startedWriting = True
+        self.channel.transport.write(b"".join(lines))
+        self.channel.registerProducer(producer, True)
+        self._producing = True
+
+    def body_received(self, data: bytes) -> None:
+        self.sentLength += len(data)
+        if self._no_body or not data:
+            return
+        if self._chunked:
+            self.channel.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.channel.transport.write(data)
+
+    def _exchange_over(self) -> None:
+        """The cluster's side ended: its connection no longer feeds the caller's."""
+        self._exchange = None
+        if self._producing:
+            self._producing = False
+            self.channel.unregisterProducer()
+
+    def body_done(self) -> None:
+        self._exchange_over()
+        if self._disconnected:
+            return
+        if self._chunked:
+            self.channel.transport.write(b"0\r\n\r\n")
+        self._finish()
+
+    def failed(self, reason: Failure, head_received: bool) -> None:
+        self._stop_timer()
+        self._exchange_over()
+        if self._disconnected:
+            return
+        if not head_received:
+            self._respond_status(upstream_error(self.cluster, reason))
+            return
+        self._break()
+
+    def _break(self) -> None:
+        """The response cannot be completed: close the connection (no clean end)."""
+        self.channel.loseConnection()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._stop_timer()
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended(self.code, self.sentLength)
+        self.channel.requestDone(self)
+
+    # -- the caller leaving -----------------------------------------------------------
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted.web's name
+        """The channel lost its connection (HTTPChannel tells every request it holds)."""
+        self._disconnected = True
+        self._stop_timer()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.cancel()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended(self.code, self.sentLength)

@@ -1,0 +1,164 @@
+"""Real clients over HTTP/1.1 on the lean proxy path (``server.leanproxy``).
+
+kubectl speaks HTTP/2 to the gateway unless ``DISABLE_HTTP2`` is set (client-go
+honours it); the kubernetes Python client always speaks HTTP/1.1.  These tests
+prove that those clients are served by the lean path (its ``served`` count
+moves) and that what they see is right: reads, tables, watches, followed
+logs, cluster errors, an unknown cluster, and that writes and upgrades on the
+same connections still go through twisted.web.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import pytest_twisted
+from twisted.internet.threads import deferToThread
+
+from tests.e2e.api_helpers import StreamingKubectl
+from tests.fixtures.gateway import wait_until
+from tests.fixtures.proxy import ProxiedCluster
+from tests.fixtures.simulator import run_kubectl
+
+pytestmark = pytest.mark.e2e
+
+HTTP1 = {"DISABLE_HTTP2": "1"}
+
+
+def served(proxied: ProxiedCluster) -> int:
+    lean = proxied.gateway.service.site.lean_proxy
+    assert lean is not None, "the gateway was built without the lean path"
+    return int(lean.served)
+
+
+@pytest_twisted.ensureDeferred
+async def test_kubectl_over_http1_is_served_lean(proxied: ProxiedCluster, kubectl: str) -> None:
+    """CRUD with kubectl over HTTP/1.1: the reads go lean, the writes (bodies) do not."""
+    kc = proxied.kubeconfig
+    before = served(proxied)
+    result = await run_kubectl(kubectl, kc, "create", "cm", "h1", "--from-literal=a=1", env=HTTP1)
+    assert result.returncode == 0, result.stderr
+    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", "-o", "json", env=HTTP1)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["data"] == {"a": "1"}
+    result = await run_kubectl(kubectl, kc, "get", "cm", env=HTTP1)  # a Table
+    assert result.returncode == 0, result.stderr
+    assert b"h1" in result.stdout and b"DATA" in result.stdout
+    after_reads = served(proxied)
+    assert after_reads > before
+    result = await run_kubectl(kubectl, kc, "delete", "cm", "h1", env=HTTP1)
+    assert result.returncode == 0, result.stderr
+    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", env=HTTP1)
+    assert result.returncode == 1
+    assert b'configmaps "h1" not found' in result.stderr
+    assert proxied.sim.store.get("configmaps", "default", "h1") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_kubectl_over_http2_is_not(proxied: ProxiedCluster, kubectl: str) -> None:
+    """Without DISABLE_HTTP2 kubectl negotiates h2, which twisted.web serves."""
+    before = served(proxied)
+    result = await run_kubectl(kubectl, proxied.kubeconfig, "get", "cm")
+    assert result.returncode == 0, result.stderr
+    assert served(proxied) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors_over_http1(proxied: ProxiedCluster, kubectl: str) -> None:
+    """The cluster's 403 and the gateway's 404 for an unknown cluster, as kubectl prints them."""
+    proxied.sim.faults.deny.add(("*", "list", "secrets"))
+    result = await run_kubectl(kubectl, proxied.kubeconfig, "get", "secrets", env=HTTP1)
+    assert result.returncode == 1
+    assert b"forbidden" in result.stderr.lower()
+    kc = proxied.gateway.proxy_kubeconfig("nope")
+    before = served(proxied)
+    result = await run_kubectl(kubectl, kc, "get", "cm", env=HTTP1)
+    assert result.returncode == 1
+    assert b"(NotFound)" in result.stderr
+    raw = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/nope/proxy/api/v1/namespaces"
+    result = await run_kubectl(kubectl, kc, "get", "--raw", raw, env=HTTP1)
+    assert result.returncode == 1
+    assert b'clustergateways.cluster.core.oam.dev "nope" not found' in result.stderr
+    assert served(proxied) > before
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_and_logs_follow_over_http1(proxied: ProxiedCluster, kubectl: str) -> None:
+    """`get -w` sees a new object and `logs -f` streams, both lean."""
+    env = {**os.environ, "HOME": str(proxied.kubeconfig.parent), **HTTP1}
+    before = served(proxied)
+    watching = StreamingKubectl.start(
+        kubectl, proxied.kubeconfig, "get", "cm", "-w", "--no-headers", env=HTTP1
+    )
+    try:
+        await wait_until(lambda: len(proxied.sim.watches) >= 1, timeout=30)
+        proxied.sim.store.put(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "w1", "namespace": "default"},
+            }
+        )
+        await wait_until(lambda: watching.first_time("w1") is not None, timeout=30)
+    finally:
+        watching.stop()
+
+    proxied.sim.pod_logs[("default", "demo", "main")] = ["first"]
+    command = [kubectl, "--kubeconfig", str(proxied.kubeconfig), "logs", "-f", "demo"]
+
+    def follow() -> list[bytes]:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
+        try:
+            assert process.stdout is not None
+            return [process.stdout.readline() for _ in range(3)]
+        finally:
+            process.kill()
+            process.wait(10)
+
+    lines = await deferToThread(follow)
+    assert lines == [b"first\n", b"main: follow line 2\n", b"main: follow line 3\n"]
+    assert served(proxied) > before
+
+
+@pytest_twisted.ensureDeferred
+async def test_exec_beside_lean_requests(proxied: ProxiedCluster, kubectl: str) -> None:
+    """exec over HTTP/1.1 is an upgrade, which twisted.web splices as before."""
+    kc = proxied.kubeconfig
+    result = await run_kubectl(kubectl, kc, "exec", "demo", "--", "echo", "hi", env=HTTP1)
+    assert (result.returncode, result.stdout) == (0, b"hi\n"), result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_python_client_reads_and_watches_lean(proxied: ProxiedCluster) -> None:
+    """The kubernetes Python client (HTTP/1.1 through urllib3): list, read, watch."""
+    from kubernetes import watch
+    from kubernetes.client import CoreV1Api
+
+    proxied.sim.store.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "py", "namespace": "default"},
+            "data": {"k": "v"},
+        }
+    )
+    before = served(proxied)
+
+    def use() -> tuple[list[str], dict[str, str], list[str]]:
+        api = CoreV1Api(proxied.api_client())
+        names = [cm.metadata.name for cm in api.list_namespaced_config_map("default").items]
+        data = api.read_namespaced_config_map("py", "default").data
+        events = [
+            e["object"].metadata.name
+            for e in watch.Watch().stream(
+                api.list_namespaced_config_map, "default", timeout_seconds=1
+            )
+        ]
+        return names, data, events
+
+    names, data, events = await deferToThread(use)
+    assert "py" in names and data == {"k": "v"} and "py" in events
+    assert served(proxied) >= before + 3
