@@ -365,6 +365,7 @@ def build_service(
     if isinstance(renderer, ClusterProxy) and not config.access_log and not config.audit_log_path:
         # Both logs read twisted.web's Request: with either on, twisted.web serves all.
         site.lean_proxy = LeanProxy(gv, guard, renderer, reactor)
+        closers.append(site.lean_proxy.deadlines.stop)
     serving = _serving_cert(config)
     server_tls = ServerTLS(serving.chain_pem, serving.key_pem)
     if auth is not None:

@@ -146,6 +146,9 @@ class ClusterProxy:
     _label_cache: dict[tuple[bytes, bytes, bytes], tuple[str, str]] = attrs.field(
         factory=dict, init=False
     )
+    _shape_cache: dict[tuple[bytes, bytes], tuple[bytes, bool]] = attrs.field(
+        factory=dict, init=False
+    )
 
     _log = Logger()
 
@@ -271,6 +274,17 @@ class ClusterProxy:
             self._label_cache[key] = labels
         return labels
 
+    def _shape(self, subpath: bytes, query: bytes) -> tuple[bytes, bool]:
+        """``(query as sent upstream, long-running?)`` of a target, memoised like the labels."""
+        key = (subpath, query)
+        shape = self._shape_cache.get(key)
+        if shape is None:
+            shape = (rewrite_query(query) if query else b"", is_long_running(subpath, query))
+            if len(self._shape_cache) >= _LABEL_CACHE_SIZE:
+                self._shape_cache.clear()
+            self._shape_cache[key] = shape
+        return shape
+
     async def outbound(
         self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
     ) -> Outbound | None:
@@ -302,9 +316,10 @@ class ClusterProxy:
         if getattr(request, "_disconnected", False):
             return None
         target = upstream.target
+        query_out, long_running = self._shape(subpath, query)
         path = join_path(target.base_path, subpath)
-        if query:
-            path += b"?" + rewrite_query(query)
+        if query_out:
+            path += b"?" + query_out
         in_headers = request.requestHeaders
         upgrade = is_upgrade_request(
             in_headers.getRawHeaders(b"connection"), in_headers.getRawHeaders(b"upgrade")
@@ -319,7 +334,7 @@ class ClusterProxy:
             headers.append((b"Authorization", [credential.authorization]))
         if impersonation is not None:
             headers.extend((name, [value]) for name, value in impersonation.headers())
-        timeout = None if is_long_running(subpath, query) else self.settings.response_header_timeout
+        timeout = None if long_running else self.settings.response_header_timeout
         return Outbound(upstream, method, path, headers, _content(request), upgrade, timeout)
 
     async def _proxy(

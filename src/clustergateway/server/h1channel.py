@@ -142,6 +142,17 @@ class H1Channel(HTTPChannel):
         elif extra:
             self._parse(extra)
 
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
+        """The idle timer fired: close, unless a (lean) request is being handled.
+
+        twisted.web stops the timer while it handles a request; the lean proxy
+        path leaves it running, so it is re-armed here instead.
+        """
+        if self._handlingRequest:
+            self.setTimeout(self.timeOut)  # type: ignore[no-untyped-call]
+            return
+        super().timeoutConnection()  # type: ignore[no-untyped-call]
+
     def setRawMode(self) -> None:  # noqa: N802 - Twisted's name
         """``allContentReceived`` calls this; our mode follows ``_handlingRequest``/the decoder."""
         if self._line_parsing:

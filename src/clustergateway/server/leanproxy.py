@@ -43,7 +43,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 
 from clustergateway import errors
 from clustergateway.api.types import GroupVersion
-from clustergateway.auth.guard import RequestGuard
+from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.eager import Pending, run_eagerly
 from clustergateway.proxy.forward import upstream_error
 from clustergateway.proxy.h1client import ResponseHead
@@ -51,12 +51,14 @@ from clustergateway.proxy.headers import response_header_pairs
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.server.routes import ResourcePath, parse_apis_path, request_attributes
 
-__all__ = ["LeanProxy", "LeanRequest"]
+__all__ = ["HeadDeadlines", "LeanProxy", "LeanRequest"]
 
 _NO_BODY_CODES = frozenset({204, 304})
 #: Request headers after which twisted.web serves the request (canonical names).
 _NOT_LEAN = (b"Content-Length", b"Transfer-Encoding", b"Expect", b"Upgrade")
 _CLOSE = b"Connection: close\r\n"
+#: Distinct ``(method, path)`` routes remembered.
+_ROUTE_CACHE_SIZE = 4096
 
 
 @attrs.define(eq=False)
@@ -71,11 +73,39 @@ class LeanProxy:
     prefix: bytes = attrs.field(init=False)
     #: Requests taken so far (tests and benchmarks check which path served them).
     served: int = attrs.field(default=0, init=False)
+    #: ``(method, path)`` → ``(route, attributes)`` of proxy requests, or None for
+    #: other paths; the same few targets repeat (bounded, cleared when full).
+    _routes: dict[tuple[bytes, bytes], tuple[ResourcePath, RequestAttributes] | None] = attrs.field(
+        factory=dict, init=False
+    )
+    deadlines: HeadDeadlines = attrs.field(init=False)
 
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
         self.prefix = f"/apis/{self.gv.group}/{self.gv.version}/clustergateways/".encode()
+        self.deadlines = HeadDeadlines(self.reactor)
+
+    def _route(self, method: bytes, path: bytes) -> tuple[ResourcePath, RequestAttributes] | None:
+        """The proxy route of ``path`` and its authorization attributes, memoised.
+
+        For the ``proxy`` subresource the attributes depend on the method and
+        the path alone (``routes.request_attributes`` reads no query argument
+        for it), so they can be kept with the route.
+        """
+        key = (method, path)
+        try:
+            return self._routes[key]
+        except KeyError:
+            pass
+        route = parse_apis_path(path, self.gv)
+        known = None
+        if isinstance(route, ResourcePath) and route.subresource == "proxy":
+            known = (route, request_attributes(method, path, route, {}, self.gv))
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[key] = known
+        return known
 
     def take(self, channel: Any, method: bytes, url: bytes, headers: Headers) -> bool:
         """Serve this request (True), or leave it to twisted.web (False).
@@ -90,8 +120,8 @@ class LeanProxy:
             if name in raw:
                 return False
         path, _, query = url.partition(b"?")
-        route = parse_apis_path(path, self.gv)
-        if not isinstance(route, ResourcePath) or route.subresource != "proxy":
+        known = self._route(method, path)
+        if known is None:
             return False
         connection = raw.get(b"Connection")
         persistent = not (connection and b"close" in [t.lower() for t in connection[0].split(b" ")])
@@ -101,11 +131,58 @@ class LeanProxy:
         channel.requests.append(request)
         channel.persistent = persistent
         channel.length = 0
-        if channel.timeOut:
-            channel._savedTimeOut = channel.setTimeout(None)
+        # Twisted stops the idle timer here and starts a new one at requestDone;
+        # the lean path leaves it running (H1Channel re-arms it if it fires while
+        # a request is handled) and pushes it back when the response is done.
+        channel._savedTimeOut = None
         channel._handlingRequest = True
-        request.start(route)
+        request.start(*known)
         return True
+
+
+@attrs.define(eq=False)
+class HeadDeadlines:
+    """Response-head deadlines of lean requests: one timer for all, checked each second.
+
+    A ``callLater`` and its ``cancel`` per request were a visible cost; the
+    deadline only bounds a wait of minutes (75 s by default), so it fires
+    between one and two seconds late at most, never early.
+    """
+
+    reactor: Any
+    _buckets: dict[int, set[LeanRequest]] = attrs.field(factory=dict)
+    _timer: Any = None
+
+    def add(self, request: LeanRequest, timeout: float) -> int:
+        """Time ``request`` out after ``timeout`` s; returns its bucket, for :meth:`remove`."""
+        second = int(self.reactor.seconds() + timeout) + 1
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = set()
+        bucket.add(request)
+        if self._timer is None:
+            self._timer = self.reactor.callLater(1.0, self._expire)
+        return second
+
+    def remove(self, request: LeanRequest, second: int) -> None:
+        bucket = self._buckets.get(second)
+        if bucket is not None:
+            bucket.discard(request)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.reactor.seconds()
+        for second in sorted(s for s in self._buckets if s <= now):
+            for request in self._buckets.pop(second):
+                request._time_out()
+        if self._buckets:
+            self._timer = self.reactor.callLater(1.0, self._expire)
+
+    def stop(self) -> None:
+        """Cancel the timer (shutdown); pending requests are not timed out."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 class LeanRequest:
@@ -175,7 +252,8 @@ class LeanRequest:
         self.finished = False
         self._disconnected = False
         self._exchange: Any = None
-        self._timer: Any = None
+        #: The response-head deadline's bucket (``HeadDeadlines``), None when none runs.
+        self._timer: int | None = None
         self._timeout: float | None = None
         self._pending: Any = None
         self._producing = False
@@ -206,10 +284,10 @@ class LeanRequest:
 
     # -- serving ----------------------------------------------------------------------
 
-    def start(self, route: ResourcePath) -> None:
+    def start(self, route: ResourcePath, attributes: RequestAttributes) -> None:
         """Authenticate, authorize and send the request upstream (the Gate's steps)."""
         try:
-            outcome = run_eagerly(self._serve(route))
+            outcome = run_eagerly(self._serve(route, attributes))
         except BaseException:  # _serve answers every error itself; this is a bug
             self._crashed(Failure())
             return
@@ -217,11 +295,10 @@ class LeanRequest:
             self._pending = outcome.deferred
             outcome.deferred.addErrback(self._crashed)
 
-    async def _serve(self, route: ResourcePath) -> None:
+    async def _serve(self, route: ResourcePath, attributes: RequestAttributes) -> None:
         lean = self._lean
         proxy = lean.proxy
         try:
-            attributes = request_attributes(self.method, self.path, route, self.args, lean.gv)
             # The guards read only the attributes of IRequest this class offers.
             user = await lean.guard.authenticate(self)  # type: ignore[arg-type]
             self.gateway_user = user
@@ -243,7 +320,7 @@ class LeanRequest:
             return
         self._timeout = timeout = out.timeout
         if timeout is not None:
-            self._timer = lean.reactor.callLater(timeout, self._time_out)
+            self._timer = lean.deadlines.add(self, timeout)
         self._exchange = out.upstream.pool.request(
             self, out.request_bytes(), method=self.method, has_body=False
         )
@@ -260,6 +337,8 @@ class LeanRequest:
         self._respond_status(errors.InternalError("Internal error occurred: see the gateway log"))
 
     def _time_out(self) -> None:
+        if self._timer is None:  # answered meanwhile
+            return
         self._timer = None
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
@@ -272,11 +351,10 @@ class LeanRequest:
         )
 
     def _stop_timer(self) -> None:
-        timer = self._timer
-        if timer is not None:
+        second = self._timer
+        if second is not None:
             self._timer = None
-            if timer.active():
-                timer.cancel()
+            self._lean.deadlines.remove(self, second)
 
     # -- writing the response ---------------------------------------------------------
 
@@ -371,7 +449,9 @@ class LeanRequest:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self.code, self.sentLength)
-        self.channel.requestDone(self)
+        channel = self.channel
+        channel.resetTimeout()  # the idle time starts now
+        channel.requestDone(self)
 
     # -- the caller leaving -----------------------------------------------------------
 

@@ -362,3 +362,55 @@ def test_access_log_keeps_every_request_on_twisted_web(tmp_path: Path) -> None:
     r.send(get())
     r.upstream.reply(answer())
     assert r.client.value().startswith(b"HTTP/1.1 200 OK")
+
+
+def test_idle_timeout_counts_from_the_end_of_a_long_response(tmp_path: Path) -> None:
+    """A watch quiet for an hour keeps its connection; 60 s after it ends, it closes."""
+    closed: dict[str, list[bool]] = {}
+
+    def script(r: Rig) -> None:
+        r.send(get(b"/api/v1/pods?watch=true"))
+        r.upstream.reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        r.reactor.advance(3600)
+        states = [r.client.disconnecting]
+        r.upstream.reply(b"0\r\n\r\n")
+        r.reactor.advance(59)
+        states.append(r.client.disconnecting)
+        r.reactor.advance(2)
+        states.append(r.client.disconnecting)
+        closed.setdefault("states", []).extend(states)
+
+    lean, _ = both(tmp_path, script)
+    assert lean.served_lean == 1
+    assert closed["states"] == [False, False, True] * 2
+
+
+def test_head_deadlines_fire_late_never_early() -> None:
+    from twisted.internet.task import Clock
+
+    from clustergateway.server.leanproxy import HeadDeadlines
+
+    @attrs.define(eq=False)
+    class Waiting:
+        timed_out_at: float | None = None
+        clock: Clock | None = None
+
+        def _time_out(self) -> None:
+            assert self.clock is not None
+            self.timed_out_at = self.clock.seconds()
+
+    clock = Clock()
+    deadlines = HeadDeadlines(clock)
+    slow, answered = Waiting(clock=clock), Waiting(clock=clock)
+    clock.advance(0.5)
+    deadlines.add(slow, 10)
+    second = deadlines.add(answered, 10)
+    deadlines.remove(answered, second)
+    for _ in range(9):
+        clock.advance(1)
+    assert slow.timed_out_at is None
+    for _ in range(3):
+        clock.advance(1)
+    assert slow.timed_out_at is not None and 10.5 <= slow.timed_out_at <= 12.5
+    assert answered.timed_out_at is None
+    assert clock.getDelayedCalls() == []  # no timer left once nothing waits
