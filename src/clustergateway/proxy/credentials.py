@@ -12,7 +12,7 @@ them out of its ``repr``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -24,6 +24,7 @@ __all__ = [
     "CredentialProvider",
     "ResolvedCredential",
     "StaticCredentialProvider",
+    "StaticCredentials",
     "resolve_static",
 ]
 
@@ -97,6 +98,27 @@ def resolve_static(cluster: ClusterGateway) -> ResolvedCredential:
 
 
 @attrs.define
+class StaticCredentials:
+    """:func:`resolve_static`, remembered per cluster while its credential is unchanged.
+
+    The registry hands out the same ``CredentialSpec`` object until the
+    Secret changes, so an identity check says whether the answer still holds;
+    resolving (strip, checks, ``Bearer`` prefix) per request is skipped.
+    """
+
+    _known: dict[str, tuple[Any, ResolvedCredential]] = attrs.field(factory=dict)
+
+    def resolve(self, cluster: ClusterGateway) -> ResolvedCredential:
+        spec = cluster.credential
+        known = self._known.get(cluster.name)
+        if known is not None and known[0] is spec:
+            return known[1]
+        resolved = resolve_static(cluster)
+        self._known[cluster.name] = (spec, resolved)
+        return resolved
+
+
+@attrs.define
 class StaticCredentialProvider:
     """Credentials stored in the Secret: tokens and client certificates.
 
@@ -104,8 +126,10 @@ class StaticCredentialProvider:
     resolves these the same way and runs exec plugins for ``Dynamic``.
     """
 
+    _static: StaticCredentials = attrs.field(factory=StaticCredentials, init=False)
+
     def credential_for(self, cluster: ClusterGateway) -> Deferred[ResolvedCredential]:
         try:
-            return succeed(resolve_static(cluster))
+            return succeed(self._static.resolve(cluster))
         except ServiceUnavailable as e:
             return fail(e)

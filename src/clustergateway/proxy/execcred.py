@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clustergateway.errors import ServiceUnavailable
-from clustergateway.proxy.credentials import ResolvedCredential, resolve_static
+from clustergateway.proxy.credentials import ResolvedCredential, StaticCredentials
 from clustergateway.registry.model import ClusterGateway
 
 __all__ = [
@@ -315,13 +315,14 @@ class ExecCredentialProvider:
     metrics: Any = None
     _cache: dict[str, _Cached] = attrs.field(factory=dict, init=False)
     _runs: dict[tuple[str, str], _Run] = attrs.field(factory=dict, init=False)
+    _static: StaticCredentials = attrs.field(factory=StaticCredentials, init=False)
     _log = Logger()
 
     def credential_for(self, cluster: ClusterGateway) -> Deferred[ResolvedCredential]:
         spec = cluster.credential
         if spec is None or spec.type != "Dynamic":
             try:
-                return succeed(resolve_static(cluster))
+                return succeed(self._static.resolve(cluster))
             except ServiceUnavailable as e:
                 return fail(e)
         exec_config = spec.exec_config or ""

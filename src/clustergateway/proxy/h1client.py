@@ -63,6 +63,9 @@ __all__ = [
 #: answering (with no body: the same set as Agent's ``_shouldRetry``).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
 
+#: Answers that never have a body, whatever their framing headers say.
+_NO_BODY = (204, 304)
+
 #: A response head larger than this is refused (Go's ``MaxResponseHeaderBytes`` is 1 MiB).
 MAX_HEAD_BYTES = 1 << 20
 
@@ -151,7 +154,10 @@ class H1Connection(TwistedProtocol):
     def _start(self, sink: ResponseSink | None, head_only: bool) -> None:
         """Per-exchange state, fresh for every request on the connection."""
         self.sink = sink
-        self.parser: Any = None if sink is None else httptools.HttpResponseParser(self)
+        if sink is None:
+            self.parser: Any = None
+        elif self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
         self._received = 0
         self._head_bytes = 0
         self._headers: list[tuple[bytes, bytes]] = []
@@ -326,10 +332,13 @@ class H1Connection(TwistedProtocol):
     def _complete(self) -> None:
         sink = self.sink
         self.sink = None
-        # After a HEAD answer with a length llhttp would still wait for that many
-        # bytes; the parser is replaced for the next request, so that is harmless.
+        # After a HEAD, 204 or 304 answer with a length llhttp would still wait for
+        # that many bytes: the parser is replaced for the next request.  After a
+        # complete message it is ready for the next one and is kept.
         reusable = not self._extra and self._keep_alive
-        self.parser = None
+        parser = self.parser
+        if not reusable or self._no_body or parser is None or parser.get_status_code() in _NO_BODY:
+            self.parser = None
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()

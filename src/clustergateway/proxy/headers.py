@@ -93,11 +93,11 @@ def request_headers(
     caller's ``Connection`` header names are dropped either way.  The caller's
     address is appended to ``X-Forwarded-For``.
     """
-    items = list(headers)
+    items: list[tuple[bytes, bytes, Sequence[bytes]]] = []
     named: frozenset[bytes] = frozenset()
     forwarded_for: list[bytes] = []
     upgrade_values: list[bytes] | None = None
-    for name, values in items:
+    for name, values in headers:
         lower = name.lower()
         if lower == b"connection":
             named = connection_tokens(values)
@@ -105,16 +105,16 @@ def request_headers(
             forwarded_for.extend(values)
         elif lower == b"upgrade":
             upgrade_values = list(values)
-    out: list[tuple[bytes, list[bytes]]] = []
-    for name, values in items:
-        lower = name.lower()
-        if (
+        items.append((lower, name, values))
+    out: list[tuple[bytes, list[bytes]]] = [
+        (name, list(values))
+        for lower, name, values in items
+        if not (
             lower in _INBOUND_DROPPED
             or lower in named
             or lower.startswith(_INBOUND_DROPPED_PREFIXES)
-        ):
-            continue
-        out.append((name, list(values)))
+        )
+    ]
     if upgrade and upgrade_values:
         out.append((b"Connection", [b"Upgrade"]))
         out.append((b"Upgrade", upgrade_values))
@@ -145,17 +145,21 @@ def response_header_pairs(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[
     """:func:`response_headers` for flat ``(name, value)`` pairs as a parser yields them.
 
     Also drops ``Content-Length``: the caller sets it from the parsed framing.
+    One pass lowers each name once (this runs for every proxied response); the
+    headers a ``Connection`` header names are dropped afterwards, wherever they were.
     """
-    named: frozenset[bytes] = frozenset()
-    for name, _ in headers:
-        if name.lower() == b"connection":
-            named = connection_tokens([v for n, v in headers if n.lower() == b"connection"])
-            break
-    return [
-        (name, value)
-        for name, value in headers
-        if (lower := name.lower()) not in _OUTBOUND_DROPPED and lower not in named
-    ]
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    connection: list[bytes] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"connection":
+            connection.append(value)
+        elif lower not in _OUTBOUND_DROPPED:
+            kept.append((lower, name, value))
+    if connection:
+        named = connection_tokens(connection)
+        return [(name, value) for lower, name, value in kept if lower not in named]
+    return [(name, value) for _, name, value in kept]
 
 
 def serialize_head(

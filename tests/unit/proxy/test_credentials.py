@@ -64,3 +64,20 @@ def test_repr_hides_material() -> None:
     resolved = ResolvedCredential(b"Bearer secret-token", b"CERT", b"KEY-MATERIAL")
     assert "secret-token" not in repr(resolved)
     assert "KEY-MATERIAL" not in repr(resolved)
+
+
+def test_a_rotated_token_is_used_at_once() -> None:
+    """The provider remembers a cluster's resolved credential only while the Secret's
+    credential is the same object; the registry's new object after a rotation wins."""
+    provider = StaticCredentialProvider()
+    old = cluster(CredentialSpec("ServiceAccountToken", token="old"))
+    first = provider.credential_for(old).result
+    assert provider.credential_for(old).result is first
+    rotated = cluster(CredentialSpec("ServiceAccountToken", token="new"))
+    assert provider.credential_for(rotated).result.authorization == b"Bearer new"
+    broken = cluster(CredentialSpec("ServiceAccountToken", token="a\nb"))
+    failure = provider.credential_for(broken)
+    failures: list[object] = []
+    failure.addErrback(failures.append)
+    assert len(failures) == 1
+    assert provider.credential_for(old).result.authorization == b"Bearer old"

@@ -407,3 +407,35 @@ def test_oversized_head_is_refused() -> None:
             break
     [(reason, head_received)] = sink.failures
     assert not head_received and reason.check(UpstreamProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("method", "first"),
+    [
+        (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"),
+    ],
+    ids=["length", "chunked", "head", "204", "304"],
+)
+def test_the_next_answer_on_a_reused_connection_parses_cleanly(method: bytes, first: bytes) -> None:
+    """The parser of a finished message is kept for the next one, except after answers
+    whose announced length llhttp would still wait for (HEAD, 204, 304)."""
+    pool, endpoint, _ = make_pool()
+    sinks = [Sink() for _ in range(3)]
+    pool.request(sinks[0], method + b" /x HTTP/1.1\r\n\r\n", method=method, has_body=False)
+    [connection] = endpoint.made
+    connection.dataReceived(first)
+    assert sinks[0].done == 1 and pool.idle_count() == 1
+    for n, sink in enumerate(sinks[1:], 1):
+        pool.request(sink, GET, method=b"GET", has_body=False)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % n)
+        assert (sink.heads[0].code, sink.body, sink.done, sink.failures) == (
+            200,
+            [b"%d" % n],
+            1,
+            [],
+        )
+    assert endpoint.made == [connection] and pool.idle_count() == 1
