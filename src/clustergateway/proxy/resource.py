@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -28,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from clustergateway.auth.identity import IdentityResolver, Impersonation
 from clustergateway.auth.subpath import target_request_info
 from clustergateway.auth.user import UserInfo
+from clustergateway.eager import Pending, run_eagerly
 from clustergateway.errors import (
     InternalError,
     ServiceUnavailable,
@@ -206,8 +206,13 @@ class ClusterProxy:
             cluster = self.registry.get(cluster_name)
         except StatusError as e:
             return render_status(request, e)
-        d = ensureDeferred(self._proxy(request, cluster, subpath, user))
-        d.addErrback(self._failed, request, cluster_name)
+        try:
+            outcome = run_eagerly(self._proxy(request, cluster, subpath, user))
+        except BaseException:
+            self._failed(Failure(), request, cluster_name)
+            return NOT_DONE_YET
+        if isinstance(outcome, Pending):
+            outcome.deferred.addErrback(self._failed, request, cluster_name)
         return NOT_DONE_YET
 
     def _record(

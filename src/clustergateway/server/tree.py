@@ -28,7 +28,7 @@ from importlib import metadata
 from typing import ClassVar, Protocol
 
 import attrs
-from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -41,6 +41,7 @@ from clustergateway.api.openapi import OpenAPIDocuments
 from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestGuard
 from clustergateway.auth.user import UserInfo
+from clustergateway.eager import Pending, run_eagerly
 from clustergateway.server.negotiate import parse_accept
 from clustergateway.server.probes import Check, ProbeResource
 from clustergateway.server.resources import ClusterResources, HealthWriter, ServedRegistry
@@ -112,8 +113,12 @@ class Gate:
         route: Discovery | ResourcePath | None,
         handler: Handler,
     ) -> int:
-        d = ensureDeferred(self._run(request, route, handler))
-        request.notifyFinish().addErrback(lambda _: d.cancel())  # type: ignore[attr-defined]
+        # Usually nothing waits (cached review answers, a static credential): then
+        # no Deferred is built and there is nothing to cancel when the caller leaves.
+        outcome = run_eagerly(self._run(request, route, handler))
+        if isinstance(outcome, Pending):
+            d = outcome.deferred
+            request.notifyFinish().addErrback(lambda _: d.cancel())  # type: ignore[attr-defined]
         return NOT_DONE_YET
 
     async def _run(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from clustergateway.auth.user import UserInfo
 from tests.unit.server.conftest import (
@@ -12,8 +16,10 @@ from tests.unit.server.conftest import (
     RecordingProxy,
     ScriptedGuard,
     Served,
+    build_served,
     token_secret,
 )
+from tests.unit.server.memhttp import connect, parse, raw_request
 
 AGGREGATED = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
@@ -177,3 +183,42 @@ def test_head_has_no_body(served: Served) -> None:
     response = served.call("HEAD", f"{BASE}/clustergateways/a")
     assert response.code == 200
     assert response.body == b""
+
+
+class WaitingGuard:
+    """A guard whose authentication waits (as a TokenReview would) until the test answers."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[UserInfo]] = []
+        self.cancelled = 0
+
+    async def authenticate(self, request: Any) -> UserInfo:
+        def cancel(_: Deferred[UserInfo]) -> None:
+            self.cancelled += 1
+
+        waiting: Deferred[UserInfo] = Deferred(cancel)
+        self.waiting.append(waiting)
+        return await waiting
+
+    async def authorize(self, user: UserInfo, attributes: Any) -> None:
+        return None
+
+
+def test_a_caller_leaving_cancels_the_authentication_it_waits_for() -> None:
+    guard = WaitingGuard()
+    served = build_served(guard=guard)
+    protocol, transport = connect(served.site)
+    protocol.dataReceived(raw_request("GET", "/version"))
+    assert len(guard.waiting) == 1 and transport.value() == b""
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert guard.cancelled == 1
+
+
+def test_a_waiting_authentication_answers_when_it_completes() -> None:
+    guard = WaitingGuard()
+    served = build_served(guard=guard)
+    protocol, transport = connect(served.site)
+    protocol.dataReceived(raw_request("GET", "/version"))
+    guard.waiting[0].callback(UserInfo("bob"))
+    assert parse(transport.value()).json()["gitVersion"].startswith("v")
+    assert guard.cancelled == 0
