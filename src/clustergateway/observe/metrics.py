@@ -20,7 +20,9 @@ Hot path: :meth:`GatewayMetrics.cluster` resolves a cluster name to a
 :class:`ClusterMetrics` once and caches it; that object caches the labelled
 children it has used, keyed by tuples of already-bounded label values, so a
 recorded request costs a few dict lookups and the counter/histogram updates,
-with no string formatting.  Label values are bounded (``labels``): a name the
+with no string formatting.  The updates made for every proxied request go
+straight to the children's value cells (lock-free: recording and rendering
+both happen on the reactor thread), skipping the wrappers' per-call checks.  Label values are bounded (``labels``): a name the
 registry does not know never creates a series.  A cluster's series stay after
 its Secret is deleted (until restart): dropping them could not be done without
 racing the requests still open on it, and their number is bounded by the
@@ -30,6 +32,7 @@ clusters ever registered.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -226,6 +229,72 @@ class _Families:
         )
 
 
+class _ReactorValue:
+    """``prometheus_client``'s ``MutexValue`` without the mutex.
+
+    The gateway records and renders its metrics on the reactor thread only,
+    so the lock taken per update (ten per proxied request) protects nothing.
+    Swapped into the hot children by :meth:`ClusterMetrics._cell`.
+    """
+
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self, value: float = 0.0) -> None:
+        self._value = value
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def get(self) -> float:
+        return self._value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+def _unlocked(value: Any) -> _ReactorValue:
+    return value if isinstance(value, _ReactorValue) else _ReactorValue(value.get())
+
+
+@attrs.frozen
+class _HistogramCells:
+    """The value cells of one labelled histogram child, observed without its wrapper.
+
+    ``Histogram.observe`` costs a few Python calls per observation (the
+    observability check, the bucket loop); a proxied request observes two
+    histograms.  This does the same updates (the sum, then the first bucket
+    whose bound is at least the value) straight on the child's cells.
+    """
+
+    sum: Any
+    buckets: list[Any]
+    bounds: list[float]
+
+    @classmethod
+    def of(cls, child: Any) -> _HistogramCells:
+        """The cells of ``child``, made lock-free in place (see :class:`_ReactorValue`)."""
+        child._sum = _unlocked(child._sum)
+        child._buckets[:] = [_unlocked(bucket) for bucket in child._buckets]
+        return cls(child._sum, child._buckets, list(child._upper_bounds))
+
+    def observe(self, amount: float) -> None:
+        self.sum.inc(amount)
+        self.buckets[bisect_left(self.bounds, amount)].inc(1)
+
+
+#: Children recorded for every proxied request; the hot path updates their
+#: value cells directly (a counter's or gauge's ``_value``, a histogram's
+#: :class:`_HistogramCells`) instead of going through the metric wrappers.
+_HOT_HISTOGRAMS = frozenset({"first_byte"})
+
+
 @attrs.define(eq=False)
 class ClusterMetrics:
     """Recording for one cluster label; get it from :meth:`GatewayMetrics.cluster`.
@@ -240,10 +309,23 @@ class ClusterMetrics:
     _families: _Families = attrs.field(repr=False)
     #: (resource, verb, code) -> children, shared by all clusters for by_resource.
     _by_resource: dict[tuple[str, str, str], Any] = attrs.field(repr=False)
-    _finished: dict[tuple[str, str, int], tuple[Any, Any, Any]] = attrs.field(
+    _finished: dict[tuple[str, str, int], tuple[Any, Any, _HistogramCells]] = attrs.field(
         factory=dict, repr=False
     )
     _children: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    _cells: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+    def _cell(self, name: str) -> Any:
+        """The value cell(s) of child ``name``, for the per-request updates."""
+        cell = self._cells.get(name)
+        if cell is None:
+            child = self._child(name)
+            if name in _HOT_HISTOGRAMS:
+                cell = _HistogramCells.of(child)
+            else:
+                cell = child._value = _unlocked(child._value)
+            self._cells[name] = cell
+        return cell
 
     def _child(self, name: str) -> Any:
         child = self._children.get(name)
@@ -264,11 +346,13 @@ class ClusterMetrics:
         if children is None:
             children = self._finished_children(resource, verb, code)
         by_resource, by_cluster, duration = children
-        by_resource.inc()
-        by_cluster.inc()
+        by_resource.inc(1)
+        by_cluster.inc(1)
         duration.observe(duration_s)
 
-    def _finished_children(self, resource: str, verb: str, code: int) -> tuple[Any, Any, Any]:
+    def _finished_children(
+        self, resource: str, verb: str, code: int
+    ) -> tuple[Any, Any, _HistogramCells]:
         resource_l = resource if resource in RESOURCE_LABELS else OTHER
         verb_l = verb if verb in VERBS else OTHER
         code_l = code_label(code)
@@ -277,10 +361,15 @@ class ClusterMetrics:
         if by_resource is None:
             by_resource = self._families.by_resource.labels(resource_l, verb_l, code_l)
             self._by_resource[shared_key] = by_resource
+        by_cluster = self._families.by_cluster.labels(self.label, code_l)
+        by_resource._value = _unlocked(by_resource._value)
+        by_cluster._value = _unlocked(by_cluster._value)
         children = (
-            by_resource,
-            self._families.by_cluster.labels(self.label, code_l),
-            self._families.duration.labels(resource_l, verb_l, self.label, code_l),
+            by_resource._value,
+            by_cluster._value,
+            _HistogramCells.of(
+                self._families.duration.labels(resource_l, verb_l, self.label, code_l)
+            ),
         )
         # Cache only under keys that are themselves bounded.
         if resource == resource_l and verb == verb_l and code_l != OTHER:
@@ -295,7 +384,7 @@ class ClusterMetrics:
         A new connection also counts as open until :meth:`upstream_closed`.
         """
         if reused:
-            self._child("connections_reused").inc()
+            self._cell("connections_reused").inc(1)
             return
         self._child("connections_new").inc()
         self._child("open_connections").inc()
@@ -312,11 +401,11 @@ class ClusterMetrics:
         """The cluster's response head arrived ``seconds`` after the request was written
         to its connection (a new connection's dial and handshake are not included:
         they have histograms of their own)."""
-        self._child("first_byte").observe(seconds)
+        self._cell("first_byte").observe(seconds)
 
     def inflight(self, delta: int) -> None:
         """+1 when a proxied request starts, -1 when it ends (however it ends)."""
-        self._child("inflight").inc(delta)
+        self._cell("inflight").inc(delta)
 
     def upgrade_open(self, delta: int) -> None:
         """+1 when an upgrade is switched (101 relayed), -1 when the splice closes."""
@@ -325,9 +414,9 @@ class ClusterMetrics:
     def bytes(self, to_cluster: int, from_cluster: int) -> None:
         """Add traffic; call per chunk or once at the end, whichever is cheaper."""
         if to_cluster:
-            self._child("sent_bytes").inc(to_cluster)
+            self._cell("sent_bytes").inc(to_cluster)
         if from_cluster:
-            self._child("received_bytes").inc(from_cluster)
+            self._cell("received_bytes").inc(from_cluster)
 
     def exec_credential(self, ok: bool) -> None:
         """The exec credential plugin ran (``ok`` false: it failed)."""
