@@ -40,6 +40,7 @@ from clustergateway.server.listen import (
     serving_names,
 )
 from clustergateway.server.probes import Check
+from clustergateway.server.reactor import LeanEPollReactor
 from clustergateway.server.resources import HealthWriter
 from clustergateway.server.site import GatewaySite
 from clustergateway.server.tree import ClusterProxyRenderer, GatewayRoot, build_root
@@ -315,6 +316,8 @@ def build_service(
     the caller), a guard, a proxy (``None``: no proxy, ``True``: the default).
     """
     gv = config.group_version
+    if isinstance(reactor, LeanEPollReactor):
+        reactor.spin_seconds = config.busy_poll
     feeds: list[Service] = []
     closers: list[Callable[[], Any]] = []
     feed_hub: Any = None

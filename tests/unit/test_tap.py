@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert config.api_group == "cluster.core.oam.dev"
     assert config.feature_gates.secret_cache and not config.feature_gates.healthiness_check
     assert config.resync_period == 300.0
+    assert config.busy_poll == pytest.approx(100e-6)
     assert config.proxy_port == 8090
     assert not config.access_log
 
@@ -90,6 +91,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         "--min-request-timeout=60",
         "--user-agent=gw/1",
         "--virtual-clutser-with-control-plane=true",
+        "--busy-poll=0",
     )
     assert config.secure_port == 8443
     assert config.bind_address == "::1"
@@ -100,6 +102,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
     assert config.group_version.api_version == "cluster.example.io/v1alpha1"
     assert config.access_log and config.audit_log_path == "-"
     assert config.min_request_timeout == 60.0
+    assert config.busy_poll == 0.0
 
 
 @pytest.mark.parametrize(
@@ -127,6 +130,8 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         (("--audit-log-path", "/nonexistent/a.log"), "--audit-log-path: directory"),
         (("--min-request-timeout", "0"), "--min-request-timeout: must be a positive integer"),
         (("--client-ca-file", "/etc/hostname"), "--client-ca-file: /etc/hostname holds no PEM"),
+        (("--busy-poll", "soon"), "--busy-poll: invalid duration"),
+        (("--busy-poll", "1s"), "--busy-poll: must be at most 10ms"),
     ],
 )
 def test_bad_flags_one_line(args: tuple[str, ...], expected: str) -> None:

@@ -22,8 +22,9 @@ children it has used, keyed by tuples of already-bounded label values, so a
 recorded request costs a few dict lookups and the counter/histogram updates,
 with no string formatting.  The updates made for every proxied request go
 straight to the children's value cells (lock-free: recording and rendering
-both happen on the reactor thread), skipping the wrappers' per-call checks.  Label values are bounded (``labels``): a name the
-registry does not know never creates a series.  A cluster's series stay after
+both happen on the reactor thread), skipping the wrappers' per-call checks.
+Label values are bounded (``labels``): a name the registry does not know
+never creates a series.  A cluster's series stay after
 its Secret is deleted (until restart): dropping them could not be done without
 racing the requests still open on it, and their number is bounded by the
 clusters ever registered.

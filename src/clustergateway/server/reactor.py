@@ -15,6 +15,15 @@ for writes made by timers), instead of after registering for writability
 and polling again.  ``clustergateway.tlssocket`` uses it; see its
 ``startWriting``.
 
+After a pass that handled events it polls again without sleeping for up to
+``spin_seconds`` (``--busy-poll``, 100 µs by default) before it blocks: the
+answer to what a pass sent (a cluster's response to a forwarded request) is
+often that close, and a process that sleeps and is woken pays more than the
+wait itself, a halted virtual CPU's wake-up above all.  Go's scheduler spins
+briefly for the same reason.  Measured: the 1-connection small-GET p50 went
+from 0.32 to 0.20 ms; it costs CPU only in the gaps after work, never when
+the gateway is idle.
+
 The entry point installs it (``tap.main``), before twistd picks the
 default reactor; the test suite runs on it too (``tests/conftest.py``).
 """
@@ -22,6 +31,7 @@ default reactor; the test suite runs on it too (``tests/conftest.py``).
 from __future__ import annotations
 
 import errno
+from time import perf_counter
 from typing import Any
 
 from twisted.internet.epollreactor import EPOLLOUT, EPollReactor
@@ -34,10 +44,14 @@ class LeanEPollReactor(EPollReactor):
     """``EPollReactor`` whose ``doPoll`` skips ``log.callWithLogger``."""
 
     _log = Logger()
+    #: After a pass that handled events, poll without sleeping for up to this
+    #: long before blocking in ``epoll_wait`` (0 turns it off; ``--busy-poll``).
+    spin_seconds = 0.0
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._write_soon: list[Any] = []
+        self._busy = False
 
     def write_soon(self, selectable: Any) -> None:
         """Call ``selectable.doWrite()`` at the end of this pass, as if it were writable.
@@ -64,12 +78,25 @@ class LeanEPollReactor(EPollReactor):
             self._flush_writes()
         if timeout is None:
             timeout = -1
+        poll = self._poller.poll
+        size = len(self._selectables)
         try:
-            events = self._poller.poll(timeout, len(self._selectables))
+            events = None
+            if self._busy and timeout != 0 and self.spin_seconds:
+                # The answer to what this pass sent is often a few tens of µs
+                # away; sleeping and being woken costs more than that (a halted
+                # vCPU's wake-up above all), so look again without sleeping first.
+                until = perf_counter() + self.spin_seconds
+                events = poll(0, size)
+                while not events and perf_counter() < until:
+                    events = poll(0, size)
+            if not events:
+                events = poll(timeout, size)
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
+        self._busy = bool(events)
         selectables = self._selectables
         dispatch = self._doReadOrWrite
         for fd, event in events:

@@ -57,3 +57,59 @@ def test_reads_are_dispatched_without_callwithlogger() -> None:
         a.close()
         b.close()
         reactor._poller.close()
+
+
+class ScriptedPoller:
+    """Stands in for the epoll object: records each poll's timeout, answers from a script."""
+
+    def __init__(self, answers: list[list[tuple[int, int]]]) -> None:
+        self.answers = answers
+        self.timeouts: list[float] = []
+
+    def poll(self, timeout: float, size: int) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        return self.answers.pop(0) if self.answers else []
+
+    def close(self) -> None:
+        pass
+
+
+def spinning_reactor(answers: list[list[tuple[int, int]]], spin: float) -> Any:
+    reactor = LeanEPollReactor()
+    reactor._poller.close()
+    reactor._poller = ScriptedPoller(answers)  # type: ignore[assignment]
+    reactor.spin_seconds = spin
+    return reactor
+
+
+def test_after_work_it_polls_without_sleeping_before_it_blocks() -> None:
+    """A pass with events is followed by non-blocking polls (here the third finds the
+    answer, no blocking poll at all); a pass without events sleeps at once."""
+    event = [(999, 1)]  # an unknown descriptor: dispatched to nobody
+    reactor = spinning_reactor([event, [], [], event, []], spin=1.0)
+    reactor.doPoll(5.0)
+    assert reactor._poller.timeouts == [5.0]  # idle before: straight to epoll_wait
+    reactor.doPoll(5.0)
+    assert reactor._poller.timeouts == [5.0, 0, 0, 0]
+    reactor.doPoll(5.0)  # the spin finds nothing (script empty) within...
+    assert reactor._poller.timeouts[-1] == 5.0  # ...its time, then it blocks
+    assert 0 in reactor._poller.timeouts[4:]
+    reactor.doPoll(5.0)  # nothing happened in the last pass: no spin
+    assert reactor._poller.timeouts[-2:] == [5.0, 5.0]
+
+
+def test_spin_is_bounded_and_can_be_turned_off() -> None:
+    event = [(999, 1)]
+    reactor = spinning_reactor([event], spin=0.002)
+    reactor.doPoll(5.0)
+    reactor.doPoll(5.0)
+    spins = reactor._poller.timeouts[1:-1]
+    assert spins and set(spins) == {0} and reactor._poller.timeouts[-1] == 5.0
+    off = spinning_reactor([event], spin=0.0)
+    off.doPoll(5.0)
+    off.doPoll(5.0)
+    assert off._poller.timeouts == [5.0, 5.0]
+    timers_due = spinning_reactor([event], spin=1.0)
+    timers_due.doPoll(5.0)
+    timers_due.doPoll(0)  # a timer is due: poll once, never spin
+    assert timers_due._poller.timeouts == [5.0, 0]
