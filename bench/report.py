@@ -359,6 +359,27 @@ def markdown(results: dict[str, Any]) -> str:
                     rows,
                 ),
             ]
+        h2 = sg.get("h2") or {}
+        h2_rows = [
+            [
+                name,
+                _fmt(h2[name]["rps"], 0),
+                _fmt(h2[name]["mean_latency_us"] / 1000, 3),
+                _fmt(h2[name]["cpu_us_per_request"], 1),
+                _fmt(h2[name]["failed"], 0),
+            ]
+            for name in ("direct", "gateway")
+            if isinstance(h2.get(name), dict)
+        ]
+        if h2_rows:
+            out += [
+                "",
+                f"HTTP/2 (h2load, {h2.get('connections')} connections, one stream each; "
+                "`kubectl proxy` serves HTTP/1.1 only, so it has no row; the gateway serves "
+                "HTTP/2 through twisted.web, not its lean HTTP/1.1 path):",
+                "",
+                _table(["Target", "req/s", "mean latency ms", "CPU µs/req", "failed"], h2_rows),
+            ]
     wt = scen.get("watches")
     if wt and wt.get("targets"):
         rows = []

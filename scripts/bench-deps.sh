@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make bench` / `python -m bench` needs beyond the test environment:
-#   Debian: wrk (load generator), nginx-light (fixed fast upstream; its http_v2 and ssl
+#   Debian: wrk (HTTP/1.1 load generator), nghttp2-client (h2load: HTTP/2), nginx-light (fixed fast upstream; its http_v2 and ssl
 #   modules), util-linux's taskset (CPU pinning; normally present);
 #   PyPI (the `bench` extra): matplotlib (plots), py-spy (the gateway profile).
 # Installs only what is missing; apt needs root (CI and the dev machines run as root).
@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then

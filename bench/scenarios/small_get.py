@@ -19,10 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Context, cpu_window, foreign_cpu
+from bench.h2load import run_h2load
 from bench.topology import CONFIGMAP_PATH, Target
 from bench.wrk import WrkResult, run_wrk
 
-__all__ = ["NAME", "UPSTREAMS", "measure", "measure_once", "run"]
+__all__ = ["NAME", "UPSTREAMS", "measure", "measure_h2", "measure_once", "run"]
+
+#: Connections (one stream each) of the HTTP/2 rows.
+H2_CONNECTIONS = 16
 
 NAME = "small_get"
 UPSTREAMS = ("nginx", "nginx-direct")
@@ -124,6 +128,27 @@ def measure_once(
     return row
 
 
+def measure_h2(ctx: Context, target: Target, path: str, connections: int) -> dict[str, Any]:
+    """One warmed-up h2load run through ``target`` with the server's CPU per request."""
+    url = target.url(path)
+    if ctx.settings.warmup > 0:
+        run_h2load(
+            url, connections=connections, duration=ctx.settings.warmup, cores=ctx.load_core
+        )
+    with cpu_window({"server": target.process}) as window:
+        result = run_h2load(
+            url, connections=connections, duration=ctx.settings.duration, cores=ctx.load_core
+        )
+    row = result.as_dict()
+    server_cpu = window.used["server"]
+    row["server_cpu_s"] = round(server_cpu, 3)
+    row["cpu_us_per_request"] = (
+        round(server_cpu / result.requests * 1e6, 1) if result.requests else None
+    )
+    row["core_busy_all"] = window.core_busy
+    return row
+
+
 def run(ctx: Context) -> dict[str, Any]:
     topo = ctx.topo
     settings = ctx.settings
@@ -157,6 +182,12 @@ def run(ctx: Context) -> dict[str, Any]:
                 ctx.log(f"small_get: {target.name}, {connections} connections")
                 row[target.name] = measure(ctx, target, CONFIGMAP_PATH, connections)
             results["max_rate"][str(connections)] = row
+        # HTTP/2, as kubectl and the kube-aggregator speak it (kubectl proxy serves HTTP/1.1
+        # only, so the HTTP/2 rows are the gateway and nginx itself).
+        results["h2"] = {"connections": H2_CONNECTIONS}
+        for target in (targets[0], targets[2]):
+            ctx.log(f"small_get: {target.name}, HTTP/2, {H2_CONNECTIONS} connections")
+            results["h2"][target.name] = measure_h2(ctx, target, CONFIGMAP_PATH, H2_CONNECTIONS)
         think = max(1, round(1000 * settings.paced_connections / settings.paced_rate))
         results["fixed_rate_method"] = (
             f"wrk paced with delay(): {settings.paced_connections} connections, each waiting "
