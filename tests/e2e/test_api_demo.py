@@ -20,6 +20,12 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _log_tail(tmp_path: Path, lines: int = 40) -> str:
+    """The end of the demo gateway's log, for a failure message."""
+    log = tmp_path / "run" / "gateway.log"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,7 +69,7 @@ async def test_demo_serves_clusters_and_proxies(kubectl, tmp_path) -> None:
                 f"clustergateways/{cluster}/proxy"
             )
             namespaces = await run_kubectl(kubectl, kubeconfig, "--server", server, "get", "ns")
-            assert namespaces.returncode == 0, namespaces.stderr
+            assert namespaces.returncode == 0, (cluster, namespaces.stderr, _log_tail(tmp_path))
             assert "kube-system" in namespaces.stdout.decode()
     finally:
         demo.send_signal(signal.SIGINT)
