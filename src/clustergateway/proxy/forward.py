@@ -29,7 +29,7 @@ from twisted.web.client import ResponseFailed
 
 from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, render_status
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
-from clustergateway.proxy.h1client import Exchange, H1Pool, ResponseHead
+from clustergateway.proxy.h1client import NO_BODY_CODES, Exchange, H1Pool, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
     "finish_with_status",
     "upstream_error",
 ]
-
-_NO_BODY_CODES = frozenset({204, 304})
 
 
 def break_response(request: Any) -> None:
@@ -175,7 +173,7 @@ class StreamingForward:
         for name, value in response_header_pairs(head.headers):
             add(name, value)
         length = head.length
-        if length is not None and code not in _NO_BODY_CODES:
+        if length is not None and code not in NO_BODY_CODES:
             out.setRawHeaders(b"content-length", [b"%d" % length])
         request.registerProducer(producer, True)
         self._producing = True

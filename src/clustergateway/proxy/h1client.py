@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "H1Connection",
     "H1Pool",
+    "NO_BODY_CODES",
     "ResponseHead",
     "ResponseSink",
     "UpstreamProtocolError",
@@ -64,7 +65,7 @@ __all__ = [
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
 
 #: Answers that never have a body, whatever their framing headers say.
-_NO_BODY = (204, 304)
+NO_BODY_CODES = frozenset({204, 304})
 
 #: A response head larger than this is refused (Go's ``MaxResponseHeaderBytes`` is 1 MiB).
 MAX_HEAD_BYTES = 1 << 20
@@ -295,7 +296,7 @@ class H1Connection(TwistedProtocol):
         sink.head_received(ResponseHead(code, self._phrase, self._headers, self._length), self)
         if self.sink is None:
             raise _SinkGone()
-        if self._no_body or code in (204, 304):
+        if self._no_body or code in NO_BODY_CODES:
             self._done = True
             self._keep_alive = self.parser.should_keep_alive()
 
@@ -337,7 +338,12 @@ class H1Connection(TwistedProtocol):
         # complete message it is ready for the next one and is kept.
         reusable = not self._extra and self._keep_alive
         parser = self.parser
-        if not reusable or self._no_body or parser is None or parser.get_status_code() in _NO_BODY:
+        if (
+            not reusable
+            or self._no_body
+            or parser is None
+            or parser.get_status_code() in NO_BODY_CODES
+        ):
             self.parser = None
         if self._paused:
             self._paused = False

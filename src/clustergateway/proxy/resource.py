@@ -16,7 +16,7 @@ cluster included) pass through untouched.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from twisted.logger import Logger
@@ -48,8 +48,18 @@ from clustergateway.registry.model import ClusterGateway, ClusterRegistry
 
 __all__ = ["ClusterProxy", "IdentityHook", "ProxySettings"]
 
-#: Distinct targets whose metric labels are memoised (cleared when full).
-_LABEL_CACHE_SIZE = 4096
+#: Distinct targets whose derived facts are memoised (cleared when full).
+_TARGET_CACHE_SIZE = 4096
+
+
+class _Target(NamedTuple):
+    """What a proxied target gives: metric labels, the query sent upstream, long-running?"""
+
+    resource: str
+    verb: str
+    query: bytes
+    long_running: bool
+
 
 #: ``identity_for(cluster, user, request)``: None sends the request with the
 #: Secret's credential alone; an :class:`Impersonation` adds its headers.
@@ -143,12 +153,7 @@ class ClusterProxy:
     metrics: GatewayMetrics | None = attrs.field(
         default=None, on_setattr=lambda self, _a, value: self._share_metrics(value)
     )
-    _label_cache: dict[tuple[bytes, bytes, bytes], tuple[str, str]] = attrs.field(
-        factory=dict, init=False
-    )
-    _shape_cache: dict[tuple[bytes, bytes], tuple[bytes, bool]] = attrs.field(
-        factory=dict, init=False
-    )
+    _targets: dict[tuple[bytes, bytes, bytes], _Target] = attrs.field(factory=dict, init=False)
 
     _log = Logger()
 
@@ -246,7 +251,8 @@ class ClusterProxy:
     ) -> Callable[[int, int], None]:
         """Count a request in flight; returns ``ended(code, bytes_sent)`` to call once."""
         recorder = metrics.cluster(cluster_name)
-        resource, verb = self._labels(method, subpath, split_uri(uri)[1])
+        target = self._target(method, subpath, split_uri(uri)[1])
+        resource, verb = target.resource, target.verb
         started = self.reactor.seconds()
         recorder.inflight(+1)
 
@@ -257,38 +263,34 @@ class ClusterProxy:
 
         return ended
 
-    def _labels(self, method: bytes, subpath: bytes, query: bytes) -> tuple[str, str]:
-        """``(resource, verb)`` metric labels of a target, memoised (bounded).
+    def _target(self, method: bytes, subpath: bytes, query: bytes) -> _Target:
+        """What the gateway derives from a target, memoised (bounded).
 
         Parsing the target (unquote, ``parse_qs``, Kubernetes' request-info
-        rules) per request was a visible share of the small-GET profile; the
-        same few targets repeat, and the labels are a pure function of them.
+        rules, the query rewrite) per request was a visible share of the
+        small-GET profile; the same few targets repeat, and all of it is a
+        pure function of them.
         """
         key = (method, subpath, query)
-        labels = self._label_cache.get(key)
-        if labels is None:
-            labels = request_labels(
+        target = self._targets.get(key)
+        if target is None:
+            resource, verb = request_labels(
                 target_request_info(
                     method.decode("ascii", "replace"),
                     subpath.decode("utf-8", "replace"),
                     query.decode("utf-8", "replace"),
                 )
             )
-            if len(self._label_cache) >= _LABEL_CACHE_SIZE:
-                self._label_cache.clear()
-            self._label_cache[key] = labels
-        return labels
-
-    def _shape(self, subpath: bytes, query: bytes) -> tuple[bytes, bool]:
-        """``(query as sent upstream, long-running?)`` of a target, memoised like the labels."""
-        key = (subpath, query)
-        shape = self._shape_cache.get(key)
-        if shape is None:
-            shape = (rewrite_query(query) if query else b"", is_long_running(subpath, query))
-            if len(self._shape_cache) >= _LABEL_CACHE_SIZE:
-                self._shape_cache.clear()
-            self._shape_cache[key] = shape
-        return shape
+            target = _Target(
+                resource,
+                verb,
+                rewrite_query(query) if query else b"",
+                is_long_running(subpath, query),
+            )
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
 
     async def outbound(
         self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
@@ -321,7 +323,8 @@ class ClusterProxy:
         if getattr(request, "_disconnected", False):
             return None
         target = upstream.target
-        query_out, long_running = self._shape(subpath, query)
+        shape = self._target(method, subpath, query)
+        query_out, long_running = shape.query, shape.long_running
         path = join_path(target.base_path, subpath)
         if query_out:
             path += b"?" + query_out

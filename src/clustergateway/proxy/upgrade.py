@@ -45,12 +45,12 @@ from twisted.web.http import _ChunkedTransferDecoder
 from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
 from clustergateway.observe.metrics import ClusterMetrics
 from clustergateway.proxy.forward import finish_with_status, upstream_error
+from clustergateway.proxy.h1client import NO_BODY_CODES
 from clustergateway.takeover import can_take_over, take_over
 
 __all__ = ["SpliceSettings", "UpgradeSplice"]
 
 _MAX_HEAD = 64 * 1024
-_NO_BODY_CODES = frozenset({204, 304})
 
 
 @attrs.frozen
@@ -333,7 +333,7 @@ class UpgradeSplice:
     def _start_relay(self, code: int, head: bytes, rest: bytes) -> None:
         self.state = "relaying"
         chunked, length = _framing(head)
-        if self.request.method == b"HEAD" or code in _NO_BODY_CODES:
+        if self.request.method == b"HEAD" or code in NO_BODY_CODES:
             length, chunked = 0, False
         if chunked:
             self._decoder = _ChunkedTransferDecoder(lambda _data: None, self._relay_done)

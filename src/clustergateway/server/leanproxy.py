@@ -46,14 +46,13 @@ from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.eager import Pending, run_eagerly
 from clustergateway.proxy.forward import upstream_error
-from clustergateway.proxy.h1client import ResponseHead
+from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.server.routes import ResourcePath, parse_apis_path, request_attributes
 
 __all__ = ["HeadDeadlines", "LeanProxy", "LeanRequest"]
 
-_NO_BODY_CODES = frozenset({204, 304})
 #: Request headers after which twisted.web serves the request (canonical names).
 _NOT_LEAN = (b"Content-Length", b"Transfer-Encoding", b"Expect", b"Upgrade")
 _CLOSE = b"Connection: close\r\n"
@@ -279,9 +278,6 @@ class LeanRequest:
     def getClientAddress(self) -> Any:  # noqa: N802 - twisted.web's name
         return self.channel.transport.getPeer()
 
-    def isSecure(self) -> bool:  # noqa: N802 - twisted.web's name
-        return bool(self.channel.isSecure())
-
     # -- serving ----------------------------------------------------------------------
 
     def start(self, route: ResourcePath, attributes: RequestAttributes) -> None:
@@ -392,7 +388,7 @@ class LeanRequest:
         for name, value in response_header_pairs(head.headers):
             lines += (encode(name), b": ", value, b"\r\n")
         length = head.length
-        if code in _NO_BODY_CODES:
+        if code in NO_BODY_CODES:
             self._no_body = True
         elif length is not None:
             lines.append(b"Content-Length: %d\r\n" % length)
