@@ -47,6 +47,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import classImplements, implementer
@@ -58,6 +59,8 @@ __all__ = [
     "can_start_tls",
     "start_tls",
 ]
+
+_log = Logger()
 
 #: One TLS record carries at most 16 KiB of plaintext; a read that filled
 #: this much may have more records behind it in OpenSSL's buffer.
@@ -408,12 +411,28 @@ class _Starter(Protocol):
         self.addr = addr
         self.server = server
         self.wrapped: Any = None
+        #: Why TLS could not be set up on the connection (it was closed).
+        self.refused: Failure | None = None
 
     def makeConnection(self, transport: Any) -> None:  # noqa: N802 - Twisted's name
         Protocol.makeConnection(self, transport)
         if can_start_tls(transport):
-            memory = connection_for(self.creator, self.fallback, transport, server=self.server)
-            start_tls(transport, memory, server=self.server)
+            try:
+                memory = connection_for(self.creator, self.fallback, transport, server=self.server)
+                start_tls(transport, memory, server=self.server)
+            except Exception:
+                # A creator that raises (or a descriptor OpenSSL refuses) costs
+                # this connection only: left open, it would reach dataReceived
+                # with nothing to hand bytes to, and on a listening port the
+                # exception would drop the rest of the accept batch.
+                self.refused = Failure()
+                _log.failure(
+                    "TLS could not be set up on a new {side} connection; it is closed",
+                    self.refused,
+                    side="server" if self.server else "client",
+                )
+                transport.abortConnection()
+                return
             transport.protocol = self.app
             self.app.makeConnection(transport)
             if not self.server:
@@ -427,11 +446,17 @@ class _Starter(Protocol):
         wrapped.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        self.wrapped.dataReceived(data)
+        if self.wrapped is not None:
+            self.wrapped.dataReceived(data)
 
     def connectionLost(self, reason: Failure = main.CONNECTION_DONE) -> None:  # type: ignore[assignment]  # noqa: N802
         if self.wrapped is not None:
             self.wrapped.connectionLost(reason)
+        elif self.refused is not None and not self.server:
+            # Whoever dialed waits on its protocol to hear how the connection
+            # ended (the handshake, or this): tell it now, with the cause,
+            # rather than leave it to its handshake timeout.
+            self.app.connectionLost(self.refused)
 
 
 @implementer(IProtocolFactory)

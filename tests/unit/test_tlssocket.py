@@ -21,6 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import (
     IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
     IProtocolNegotiationFactory,
     ISSLTransport,
 )
@@ -405,3 +407,85 @@ async def test_a_handshake_done_within_the_first_call_still_reaches_the_protocol
     thread.join(5)
     listener.close()
     assert served == [b"ping"]
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class _Broken:
+    """A connection creator that fails: what a broken TLS configuration does
+    when the transport asks it for the new connection's ``SSL.Connection``."""
+
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:  # noqa: N802
+        raise SSL.Error([("SSL routines", "", "no certificate assigned")])
+
+    def clientConnectionForTLS(self, protocol: Any) -> SSL.Connection:  # noqa: N802
+        raise SSL.Error([("SSL routines", "", "no ciphers available")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_creator_that_fails_closes_that_connection_only(pki: Pki) -> None:
+    """The caller is cut off, the failure is logged once with its cause, and
+    the port goes on accepting (the exception used to escape into the
+    accept loop and leave a half-built connection that failed again on its
+    first bytes)."""
+    from twisted.logger import capturedLogs
+
+    r = reactor()
+    creators: list[Any] = [_Broken(), server_options(pki)]
+
+    @implementer(IOpenSSLServerConnectionCreator)
+    class Switching:
+        def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:  # noqa: N802
+            return creators.pop(0).serverConnectionForTLS(protocol)  # type: ignore[no-any-return]
+
+    port = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(
+        ServerTLSFactory(Switching(), Factory.forProtocol(Recorder))
+    )
+    creator = ssl.optionsForClientTLS("127.0.0.1", _ca(pki))
+    with capturedLogs() as events:
+        starter = await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+            ClientTLSFactory(creator, Factory.forProtocol(Shaker))
+        )
+        refused: Shaker = starter.app  # type: ignore[attr-defined]
+        await refused.lost
+    assert not refused.shaken.called
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert len(failures) == 1, events
+    assert "no certificate assigned" in str(failures[0]["log_failure"].value)
+    assert failures[0]["side"] == "server"
+
+    port2, server, client = await _pair(pki)  # the suite's usual pair still works
+    await client.shaken
+    await _close(port2, client, server)
+    starter = await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+        ClientTLSFactory(creator, Factory.forProtocol(Shaker))
+    )
+    served: Shaker = starter.app  # type: ignore[attr-defined]
+    await served.shaken  # the second connection to the same port gets TLS
+    served.transport.loseConnection()
+    await served.lost
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_creator_that_fails_ends_the_dial_at_once_with_the_cause(
+    pki: Pki,
+) -> None:
+    """The protocol waiting for the handshake hears of the failure right
+    away, with the creator's error, instead of waiting for a timeout."""
+    from twisted.logger import capturedLogs
+
+    r = reactor()
+    port = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(
+        ServerTLSFactory(server_options(pki), Factory.forProtocol(Recorder))
+    )
+    with capturedLogs() as events:
+        starter = await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+            ClientTLSFactory(_Broken(), Factory.forProtocol(Shaker))
+        )
+        client: Shaker = starter.app  # type: ignore[attr-defined]
+        await client.lost
+    assert client.reason is not None
+    assert "no ciphers available" in str(client.reason.value)
+    assert not client.shaken.called
+    assert [e["side"] for e in events if e.get("log_failure") is not None] == ["client"]
+    await port.stopListening()
