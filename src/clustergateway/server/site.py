@@ -34,6 +34,7 @@ from twisted.web.resource import IResource
 
 from clustergateway import errors
 from clustergateway.server.h1channel import H1Channel
+from clustergateway.server.h2channel import ChannelSwitch
 
 __all__ = [
     "CappedBody",
@@ -126,8 +127,8 @@ class GatewayRequest(server.Request):
 
 
 def _channel_factory(site: server.Site) -> _GenericHTTPChannelProtocol:
-    """``HTTPFactory.protocol``: Twisted's ALPN switch (h2) in front of an :class:`H1Channel`."""
-    return _GenericHTTPChannelProtocol(H1Channel())  # type: ignore[no-untyped-call]
+    """``HTTPFactory.protocol``: the ALPN switch (``h2channel``) in front of an H1Channel."""
+    return ChannelSwitch(H1Channel())  # type: ignore[no-untyped-call]
 
 
 class GatewaySite(server.Site):

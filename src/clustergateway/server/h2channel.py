@@ -1,0 +1,150 @@
+"""HTTP/2 serving: Twisted's ``H2Connection`` with a sending loop that drains.
+
+kubectl (by default) and the kube-aggregator speak HTTP/2 to the gateway, so
+this is the path most production requests take.  Twisted's connection sends
+one frame per reactor pass: every response is a HEADERS frame, a DATA frame
+and an empty END_STREAM frame, each written from its own ``callLater(0)``
+pass, so each reaches the socket as its own TLS record and ``send``, and
+each pass pays for a timer and a walk of the priority tree.
+
+:class:`GatewayH2Connection` sends what is ready in the pass in which it
+became ready, in priority order, until the ready streams are drained, the
+peer's flow-control windows or the transport's backpressure stop it, or a
+budget of frames per pass is spent (then the rest goes out in the next pass,
+so one busy stream cannot hold the reactor).  A response's last chunk and
+its end-of-stream marker go out as one DATA frame with END_STREAM set.
+Everything else — stream state, flow control, priorities, resets, control
+frames, timeouts — is Twisted's.
+
+:class:`ChannelSwitch` is Twisted's ALPN switch (``_GenericHTTPChannelProtocol``)
+building this connection, on the site's reactor, when ``h2`` was negotiated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import priority
+from twisted.internet.defer import Deferred
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
+from twisted.web.http import _GenericHTTPChannelProtocol
+
+__all__ = ["ChannelSwitch", "GatewayH2Connection"]
+
+#: Frames one wake of the sending loop may write before yielding the reactor.
+FRAMES_PER_PASS = 64
+
+
+class GatewayH2Connection(H2Connection):
+    """An HTTP/2 server connection whose sending loop drains (see module docs)."""
+
+    #: A ``callLater(0)`` for the loop's next pass is pending.
+    _next_pass: Any = None
+
+    def _sendPrioritisedData(self, *args: Any) -> None:  # noqa: N802 - Twisted's name
+        self._next_pass = None
+        if not self._stillProducing:
+            return
+        for _ in range(FRAMES_PER_PASS):
+            try:
+                stream_id = next(self.priority)
+            except priority.DeadlockError:
+                # Nothing can go now: wake when a stream unblocks (Twisted's
+                # writeDataToStream and endRequest fire this Deferred).
+                if self._sendingDeferred is None:
+                    self._sendingDeferred = self._park()
+                return
+            if self._consumerBlocked is not None:
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            self._send_one(stream_id)
+        self._next_pass = self._reactor.callLater(0, self._sendPrioritisedData)
+
+    def _park(self) -> Deferred[Any]:
+        parked: Deferred[Any] = Deferred()
+        parked.addCallback(self._sendPrioritisedData)
+        return parked
+
+    def _send_one(self, stream_id: int) -> None:
+        """Write the next frame of ``stream_id`` (the priority tree's choice)."""
+        this: Any = self  # Twisted's H2Connection is unannotated
+        this.resetTimeout()
+        queue = self._outboundStreamQueues[stream_id]
+        data = queue.popleft()
+        if data is _END_STREAM_SENTINEL:
+            self.conn.end_stream(stream_id)
+            this.transport.write(self.conn.data_to_send())
+            this._requestDone(stream_id)
+            return
+        window = self.conn.local_flow_control_window(stream_id)
+        if window <= 0:
+            # Wait for the peer's WINDOW_UPDATE (which wakes the loop) rather
+            # than choosing this stream again and again with nothing to send.
+            queue.appendleft(data)
+            self.priority.block(stream_id)
+            self.streams[stream_id].flowControlBlocked()
+            return
+        limit = min(self.conn.max_outbound_frame_size, window)
+        if len(data) > limit:
+            queue.appendleft(data[limit:])
+            data = data[:limit]
+        last = bool(queue) and queue[0] is _END_STREAM_SENTINEL
+        if data:
+            self.conn.send_data(stream_id, data, end_stream=last)
+            this.transport.write(self.conn.data_to_send())
+            if last:
+                queue.popleft()
+                this._requestDone(stream_id)
+                return
+        if not queue:
+            self.priority.block(stream_id)
+        if this.remainingOutboundWindow(stream_id) <= 0:
+            self.streams[stream_id].flowControlBlocked()
+
+    def _handleWindowUpdate(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        # Twisted unblocks the streams that may send again but relies on its
+        # loop spinning to notice; this loop sleeps when nothing is ready.
+        super()._handleWindowUpdate(event)  # type: ignore[no-untyped-call]
+        parked = self._sendingDeferred
+        if parked is not None:
+            self._sendingDeferred = None
+            parked.callback(None)
+
+    def connectionLost(  # type: ignore[override]  # Twisted's own extra argument
+        self, reason: Any, _cancelTimeouts: bool = True  # noqa: N803 - Twisted's name
+    ) -> None:  # noqa: N802 - Twisted's name
+        if self._next_pass is not None and self._next_pass.active():
+            self._next_pass.cancel()
+        self._next_pass = None
+        super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)  # type: ignore[no-untyped-call]
+
+
+class ChannelSwitch(_GenericHTTPChannelProtocol):
+    """Twisted's ALPN switch, building a :class:`GatewayH2Connection` for ``h2``."""
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        this: Any = self  # Twisted's switch is unannotated
+        if this._negotiatedProtocol is None:
+            protocol = getattr(this._channel.transport, "negotiatedProtocol", None)
+            if protocol == b"h2":
+                self._switch_to_h2()
+            this._negotiatedProtocol = protocol or b"http/1.1"
+        this._channel.dataReceived(data)
+
+    def _switch_to_h2(self) -> None:
+        this: Any = self
+        old = this._channel
+        producer = old._networkProducer
+        producer.unregisterProducer()
+        old.setTimeout(None)
+        transport = old.transport
+        reactor = getattr(this._site, "reactor", None)
+        channel: Any = GatewayH2Connection(reactor)  # type: ignore[no-untyped-call]
+        channel.requestFactory = this._requestFactory
+        channel.site = this._site
+        channel.factory = this._factory
+        channel.timeOut = this._timeOut
+        channel.callLater = this._callLater
+        this._channel = channel
+        channel.makeConnection(transport)
+        producer.registerProducer(channel, True)
