@@ -40,6 +40,14 @@ class GatewayH2Connection(H2Connection):
 
     #: A ``callLater(0)`` for the loop's next pass is pending.
     _next_pass: Any = None
+    #: This side's address, asked of the socket once (Twisted asks per stream).
+    _host: Any = None
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return host
 
     def _sendPrioritisedData(self, *args: Any) -> None:  # noqa: N802 - Twisted's name
         self._next_pass = None

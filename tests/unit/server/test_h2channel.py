@@ -70,8 +70,7 @@ class Conn:
         self.protocol.dataReceived(self.client.data_to_send())
 
     def get(self, path: str, stream_id: int = 1) -> None:
-        headers = [(":method", "GET"), (":scheme", "https"), (":authority", "gw"), (":path", path)]
-        self.client.send_headers(stream_id, headers, end_stream=True)
+        self.client.send_headers(stream_id, _get(path), end_stream=True)
         self.send()
 
     def frames(self) -> list[Frame]:
@@ -93,6 +92,10 @@ class Conn:
             getattr(call.func, "__name__", "") == "_sendPrioritisedData"
             for call in self.clock.getDelayedCalls()
         )
+
+
+def _get(path: str) -> list[tuple[str, str]]:
+    return [(":method", "GET"), (":scheme", "https"), (":authority", "gw"), (":path", path)]
 
 
 def _data(frames: list[Frame], stream_id: int = 1) -> list[DataFrame]:
@@ -146,11 +149,7 @@ def test_a_last_chunk_queued_with_the_end_carries_end_stream(conn: Conn) -> None
 def test_responses_on_many_streams_all_complete(conn: Conn) -> None:
     """Several streams at once each get their whole body and their end."""
     for stream_id in (1, 3, 5, 7):
-        conn.client.send_headers(
-            stream_id,
-            [(":method", "GET"), (":scheme", "https"), (":authority", "gw"), (":path", "/chunks?n=5")],
-            end_stream=True,
-        )
+        conn.client.send_headers(stream_id, _get("/chunks?n=5"), end_stream=True)
     conn.send()
     frames = conn.frames()
     for stream_id in (1, 3, 5, 7):
@@ -242,3 +241,20 @@ def test_a_lost_connection_leaves_no_timer(conn: Conn) -> None:
     assert conn.sender_pending()
     conn.protocol.connectionLost(Failure(ConnectionLost()))
     assert not conn.sender_pending()
+
+
+def test_the_local_address_is_asked_of_the_transport_once(conn: Conn) -> None:
+    """Twisted's requests ask for it per stream (a getsockname each time)."""
+    asked: list[int] = []
+    real = conn.transport.getHost
+
+    def get_host() -> Any:
+        asked.append(1)
+        return real()
+
+    conn.transport.getHost = get_host  # type: ignore[method-assign]
+    conn.server._host = None
+    for stream_id in (1, 3, 5):
+        conn.get("/body?n=1", stream_id)
+        assert conn.server.getHost() == real()
+    assert len(asked) == 1
