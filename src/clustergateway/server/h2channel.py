@@ -14,7 +14,9 @@ budget of frames per pass is spent (then the rest goes out in the next pass,
 so one busy stream cannot hold the reactor).  A response's last chunk and
 its end-of-stream marker go out as one DATA frame with END_STREAM set.
 Everything else — stream state, flow control, priorities, resets, control
-frames, timeouts — is Twisted's.
+frames, timeouts — is Twisted's.  Proxied requests without a body go to the
+lean path (``server.leanproxy``, :class:`~clustergateway.server.leanproxy.H2Head`)
+instead of twisted.web's ``Request``, as on HTTP/1.1.
 
 :class:`ChannelSwitch` is Twisted's ALPN switch (``_GenericHTTPChannelProtocol``)
 building this connection, on the site's reactor, when ``h2`` was negotiated.
@@ -29,6 +31,8 @@ from twisted.internet.defer import Deferred
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
 
+from clustergateway.server.leanproxy import H2Head
+
 __all__ = ["ChannelSwitch", "GatewayH2Connection"]
 
 #: Frames one wake of the sending loop may write before yielding the reactor.
@@ -42,6 +46,26 @@ class GatewayH2Connection(H2Connection):
     _next_pass: Any = None
     #: This side's address, asked of the socket once (Twisted asks per stream).
     _host: Any = None
+
+    #: Proxied requests without a body are served by this
+    #: (``server.leanproxy.LeanProxy``) rather than twisted.web; None: all by twisted.web.
+    lean: Any = None
+
+    def _requestReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        lean = self.lean
+        if lean is None or event.stream_ended is None:
+            super()._requestReceived(event)  # type: ignore[no-untyped-call]
+            return
+        # The stream builds its request from ``requestFactory`` as it is made:
+        # for a request that ended with its headers, that is an ``H2Head``,
+        # which hands it to the lean path or to twisted.web once complete.
+        this: Any = self
+        factory = this.requestFactory
+        this.requestFactory = lambda stream, queued=False: H2Head(lean, stream)
+        try:
+            super()._requestReceived(event)  # type: ignore[no-untyped-call]
+        finally:
+            this.requestFactory = factory
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         host = self._host
@@ -153,6 +177,7 @@ class ChannelSwitch(_GenericHTTPChannelProtocol):
         channel.factory = this._factory
         channel.timeOut = this._timeOut
         channel.callLater = this._callLater
+        channel.lean = getattr(old, "lean", None)
         this._channel = channel
         channel.makeConnection(transport)
         producer.registerProducer(channel, True)

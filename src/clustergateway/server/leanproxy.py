@@ -1,4 +1,4 @@
-"""Proxied HTTP/1.1 requests without body, answered without twisted.web's ``Request``.
+"""Proxied requests without body, answered without twisted.web's ``Request``.
 
 A small proxied GET through twisted.web costs a ``Request`` (headers objects,
 cookie and query parsing, resource traversal, response ``Headers`` filled one
@@ -17,12 +17,18 @@ head written once, in the bytes Twisted would have written (canonical header
 names, ``Transfer-Encoding: chunked`` when the cluster gave no length,
 ``Connection: close`` when the caller asked for it).
 
+HTTP/2 streams (what kubectl and the kube-aggregator speak) take the same
+path: :class:`~clustergateway.server.h2channel.GatewayH2Connection` gives a
+stream whose request ended with its headers an :class:`H2Head`, which hands
+it to :meth:`LeanProxy.take_h2`; :class:`LeanH2Request` writes the response
+through Twisted's ``H2Stream``, which keeps HTTP/2 flow control and
+backpressure.  A failure after the head resets the stream, as twisted.web does.
+
 What stays with twisted.web, so it behaves exactly as before: requests with a
 body or ``Expect``, upgrades, HTTP/1.0, anything that is not a
 ``clustergateways/{name}/proxy`` path, pipelined requests queued behind
-another, HTTP/2 (the kube-aggregator's usual protocol), and every request
-when the access log or the audit log is on (both read twisted.web's
-``Request``).  The channel's own bookkeeping is Twisted's: the request sits in
+another, and every request when the access log or the audit log is on (both
+read twisted.web's ``Request``).  The channel's own bookkeeping is Twisted's: the request sits in
 ``channel.requests`` (so ``connectionLost`` reaches it), bytes that arrive
 meanwhile are parked by ``rawDataReceived``, and ``requestDone`` restores the
 idle timeout and resumes parsing.
@@ -51,7 +57,7 @@ from clustergateway.proxy.headers import response_header_pairs
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.server.routes import ResourcePath, parse_apis_path, request_attributes
 
-__all__ = ["HeadDeadlines", "LeanProxy", "LeanRequest"]
+__all__ = ["H2Head", "HeadDeadlines", "LeanH2Request", "LeanProxy", "LeanRequest"]
 
 #: Request headers after which twisted.web serves the request (canonical names).
 _NOT_LEAN = (b"Content-Length", b"Transfer-Encoding", b"Expect", b"Upgrade")
@@ -72,6 +78,8 @@ class LeanProxy:
     prefix: bytes = attrs.field(init=False)
     #: Requests taken so far (tests and benchmarks check which path served them).
     served: int = attrs.field(default=0, init=False)
+    #: Of those, the HTTP/2 streams.
+    served_h2: int = attrs.field(default=0, init=False)
     #: ``(method, path)`` → ``(route, attributes)`` of proxy requests, or None for
     #: other paths; the same few targets repeat (bounded, cleared when full).
     _routes: dict[tuple[bytes, bytes], tuple[ResourcePath, RequestAttributes] | None] = attrs.field(
@@ -106,23 +114,33 @@ class LeanProxy:
         self._routes[key] = known
         return known
 
+    def _lean_route(
+        self, method: bytes, url: bytes, headers: Headers
+    ) -> tuple[bytes, bytes, tuple[ResourcePath, RequestAttributes]] | None:
+        """Path, query and known route of a request the lean path can take, else None."""
+        if not url.startswith(self.prefix):
+            return None
+        raw = headers._rawHeaders
+        for name in _NOT_LEAN:
+            if name in raw:
+                return None
+        path, _, query = url.partition(b"?")
+        known = self._route(method, path)
+        if known is None:
+            return None
+        return path, query, known
+
     def take(self, channel: Any, method: bytes, url: bytes, headers: Headers) -> bool:
         """Serve this request (True), or leave it to twisted.web (False).
 
         Called by the channel for an HTTP/1.1 head with nothing queued before
         it; ``headers`` hold canonical names.
         """
-        if not url.startswith(self.prefix):
+        route = self._lean_route(method, url, headers)
+        if route is None:
             return False
-        raw = headers._rawHeaders
-        for name in _NOT_LEAN:
-            if name in raw:
-                return False
-        path, _, query = url.partition(b"?")
-        known = self._route(method, path)
-        if known is None:
-            return False
-        connection = raw.get(b"Connection")
+        path, query, known = route
+        connection = headers._rawHeaders.get(b"Connection")
         persistent = not (connection and b"close" in [t.lower() for t in connection[0].split(b" ")])
         self.served += 1
         request = LeanRequest(self, channel, method, url, path, query, headers, persistent)
@@ -137,6 +155,62 @@ class LeanProxy:
         channel._handlingRequest = True
         request.start(*known)
         return True
+
+    def take_h2(self, stream: Any, method: bytes, url: bytes, headers: Headers) -> bool:
+        """Serve this HTTP/2 stream's request (True), or leave it to twisted.web (False).
+
+        Called (by :class:`H2Head`) for a stream whose request ended with its
+        headers, so it has no body; ``headers`` hold canonical names.
+        """
+        route = self._lean_route(method, url, headers)
+        if route is None:
+            return False
+        path, query, known = route
+        self.served += 1
+        self.served_h2 += 1
+        request = LeanH2Request(self, stream, method, url, path, query, headers, True)
+        stream._request = request  # the stream tells it of resets and lost connections
+        request.start(*known)
+        return True
+
+
+class H2Head:
+    """The first request object of an HTTP/2 stream that may be proxied lean.
+
+    Twisted's ``H2Stream`` builds its request before it has seen the headers
+    and then feeds them in; this one only collects them.  When the stream's
+    request is complete it asks :meth:`LeanProxy.take_h2`, and otherwise
+    builds the site's twisted.web request and replays the head into it, so
+    that request sees exactly what it would have seen from the start.
+    """
+
+    __slots__ = ("_length", "lean", "requestHeaders", "stream")
+
+    def __init__(self, lean: LeanProxy, stream: Any) -> None:
+        self.lean = lean
+        self.stream = stream
+        self.requestHeaders = Headers()  # noqa: N815 - twisted.web's name
+        self._length: int | None = None
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - twisted.web's name
+        self._length = length
+
+    def parseCookies(self) -> None:  # noqa: N802 - twisted.web's name
+        """Cookies are read by twisted.web's request, if it gets this one."""
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if self.lean.take_h2(self.stream, command, path, self.requestHeaders):
+            return
+        stream = self.stream
+        request = stream.site.requestFactory(stream, queued=False)
+        request.requestHeaders = self.requestHeaders
+        request.gotLength(self._length)
+        request.parseCookies()
+        stream._request = request
+        request.requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted.web's name
+        """Reset before its request was complete: nothing was started."""
 
 
 @attrs.define(eq=False)
@@ -362,19 +436,22 @@ class LeanRequest:
             self._break()
             return
         body = errors.status_body(error)
-        self.code = code = error.code
+        self.code = error.code
+        self.sentLength = len(body)
+        self._write_status(error.code, body)
+        self._finish()
+
+    def _write_status(self, code: int, body: bytes) -> None:
         head = [b"HTTP/1.1 %d %s\r\n" % (code, RESPONSES.get(code, b"Unknown Status"))]
         if not self.persistent:
             head.append(_CLOSE)
         head.append(b"Date: %s\r\n" % self.channel.site.http_date())
         head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         self.startedWriting = True
-        self.sentLength = len(body)
         transport = self.channel.transport
         transport.write(b"".join(head))
         if not self._no_body:
             transport.write(body)
-        self._finish()
 
     def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
@@ -445,6 +522,10 @@ class LeanRequest:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self.code, self.sentLength)
+        self._done()
+
+    def _done(self) -> None:
+        """Hand the connection back to the channel."""
         channel = self.channel
         channel.resetTimeout()  # the idle time starts now
         channel.requestDone(self)
@@ -464,3 +545,64 @@ class LeanRequest:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self.code, self.sentLength)
+
+
+class LeanH2Request(LeanRequest):
+    """A lean request on an HTTP/2 stream: the same serving, the response
+    written through the stream (Twisted's ``H2Stream``, its ``channel``), which
+    keeps HTTP/2's flow control and backpressure."""
+
+    __slots__ = ()
+
+    clientproto = b"HTTP/2"
+
+    def getClientAddress(self) -> Any:  # noqa: N802 - twisted.web's name
+        return self.channel.getPeer()
+
+    def _write_head(self, code: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.startedWriting = True
+        stream = self.channel
+        stream._conn.writeHeaders(b"HTTP/2", b"%d" % code, b"", headers, stream.streamID)
+
+    def _write_status(self, code: int, body: bytes) -> None:
+        self._write_head(
+            code,
+            [
+                (b"date", self.channel.site.http_date()),
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        )
+        if not self._no_body:
+            self.channel.write(body)
+
+    def head_received(self, head: ResponseHead, producer: Any) -> None:
+        self._stop_timer()
+        self.code = code = head.code
+        headers = response_header_pairs(head.headers)
+        length = head.length
+        if code in NO_BODY_CODES:
+            self._no_body = True
+        elif length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        self._write_head(code, headers)
+        self.channel.registerProducer(producer, True)
+        self._producing = True
+
+    def body_received(self, data: bytes) -> None:
+        self.sentLength += len(data)
+        if self._no_body or not data:
+            return
+        self.channel.write(data)
+
+    def body_done(self) -> None:
+        self._exchange_over()
+        if not self._disconnected:
+            self._finish()
+
+    def _break(self) -> None:
+        """Reset the stream: the caller sees it cut short, the connection lives on."""
+        self.channel.abortConnection()
+
+    def _done(self) -> None:
+        self.channel.requestDone(self)  # the stream ends (END_STREAM)

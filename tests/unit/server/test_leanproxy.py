@@ -97,13 +97,7 @@ class Rig:
         return 0 if lean is None else lean.served
 
     def outcome(self) -> dict[str, Any]:
-        samples = [
-            (s.name, s.labels, s.value)
-            for family in self.service.metrics.registry.collect()
-            if family.name.startswith("ocm_proxy")
-            for s in family.samples
-            if not s.name.endswith("_created")
-        ]
+        samples = proxy_samples(self.service)
         return {
             # twisted.web dates a Status when the request arrives, the lean path when it answers.
             "to_client": re.sub(rb"\r\nDate: [^\r]*", b"", self.client.value()),
@@ -112,6 +106,17 @@ class Rig:
             "cluster_aborted": [t.aborted for _, t in self.upstream.connections],
             "metrics": samples,
         }
+
+
+def proxy_samples(service: Any) -> list[tuple[str, dict[str, str], float]]:
+    """The proxy's metric samples (no ``_created`` timestamps)."""
+    return [
+        (s.name, s.labels, s.value)
+        for family in service.metrics.registry.collect()
+        if family.name.startswith("ocm_proxy")
+        for s in family.samples
+        if not s.name.endswith("_created")
+    ]
 
 
 def rig(tmp_path: Path, lean: bool, *, refuse: bool = False, **config: Any) -> Rig:

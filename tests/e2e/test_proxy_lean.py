@@ -1,11 +1,12 @@
-"""Real clients over HTTP/1.1 on the lean proxy path (``server.leanproxy``).
+"""Real clients on the lean proxy path (``server.leanproxy``), over HTTP/1.1 and HTTP/2.
 
 kubectl speaks HTTP/2 to the gateway unless ``DISABLE_HTTP2`` is set (client-go
 honours it); the kubernetes Python client always speaks HTTP/1.1.  These tests
 prove that those clients are served by the lean path (its ``served`` count
-moves) and that what they see is right: reads, tables, watches, followed
-logs, cluster errors, an unknown cluster, and that writes and upgrades on the
-same connections still go through twisted.web.
+moves, and ``served_h2`` for the HTTP/2 streams) and that what they see is
+right: reads, tables, watches, followed logs, cluster errors, an unknown
+cluster, and that writes and upgrades on the same connections still go
+through twisted.web.
 """
 
 from __future__ import annotations
@@ -25,73 +26,82 @@ from tests.fixtures.simulator import run_kubectl
 
 pytestmark = pytest.mark.e2e
 
-HTTP1 = {"DISABLE_HTTP2": "1"}
+PROTOCOLS = {"http1": {"DISABLE_HTTP2": "1"}, "h2": {}}
 
 
-def served(proxied: ProxiedCluster) -> int:
+@pytest.fixture(params=sorted(PROTOCOLS))
+def protocol(request: pytest.FixtureRequest) -> str:
+    """How kubectl talks to the gateway: ``http1`` (DISABLE_HTTP2) or ``h2``."""
+    return str(request.param)
+
+
+def served(proxied: ProxiedCluster, protocol: str = "") -> int:
+    """Requests the lean path took (only HTTP/2 streams, for ``h2``)."""
     lean = proxied.gateway.service.site.lean_proxy
     assert lean is not None, "the gateway was built without the lean path"
-    return int(lean.served)
+    return int(lean.served_h2 if protocol == "h2" else lean.served)
 
 
 @pytest_twisted.ensureDeferred
-async def test_kubectl_over_http1_is_served_lean(proxied: ProxiedCluster, kubectl: str) -> None:
-    """CRUD with kubectl over HTTP/1.1: the reads go lean, the writes (bodies) do not."""
+async def test_kubectl_reads_are_served_lean(
+    proxied: ProxiedCluster, kubectl: str, protocol: str
+) -> None:
+    """CRUD with kubectl: the reads go lean, the writes (bodies) do not."""
+    client_env = PROTOCOLS[protocol]
     kc = proxied.kubeconfig
+    h2_before = served(proxied, "h2")
     before = served(proxied)
-    result = await run_kubectl(kubectl, kc, "create", "cm", "h1", "--from-literal=a=1", env=HTTP1)
+    result = await run_kubectl(
+        kubectl, kc, "create", "cm", "h1", "--from-literal=a=1", env=client_env
+    )
     assert result.returncode == 0, result.stderr
-    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", "-o", "json", env=HTTP1)
+    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", "-o", "json", env=client_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["data"] == {"a": "1"}
-    result = await run_kubectl(kubectl, kc, "get", "cm", env=HTTP1)  # a Table
+    result = await run_kubectl(kubectl, kc, "get", "cm", env=client_env)  # a Table
     assert result.returncode == 0, result.stderr
     assert b"h1" in result.stdout and b"DATA" in result.stdout
     after_reads = served(proxied)
     assert after_reads > before
-    result = await run_kubectl(kubectl, kc, "delete", "cm", "h1", env=HTTP1)
+    # Over HTTP/2 every lean request was an HTTP/2 stream; over HTTP/1.1 none.
+    h2_reads = served(proxied, "h2") - h2_before
+    assert h2_reads == (after_reads - before if protocol == "h2" else 0)
+    result = await run_kubectl(kubectl, kc, "delete", "cm", "h1", env=client_env)
     assert result.returncode == 0, result.stderr
-    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", env=HTTP1)
+    result = await run_kubectl(kubectl, kc, "get", "cm", "h1", env=client_env)
     assert result.returncode == 1
     assert b'configmaps "h1" not found' in result.stderr
     assert proxied.sim.store.get("configmaps", "default", "h1") is None
 
 
 @pytest_twisted.ensureDeferred
-async def test_kubectl_over_http2_is_not(proxied: ProxiedCluster, kubectl: str) -> None:
-    """Without DISABLE_HTTP2 kubectl negotiates h2, which twisted.web serves."""
-    before = served(proxied)
-    result = await run_kubectl(kubectl, proxied.kubeconfig, "get", "cm")
-    assert result.returncode == 0, result.stderr
-    assert served(proxied) == before
-
-
-@pytest_twisted.ensureDeferred
-async def test_errors_over_http1(proxied: ProxiedCluster, kubectl: str) -> None:
+async def test_errors(proxied: ProxiedCluster, kubectl: str, protocol: str) -> None:
     """The cluster's 403 and the gateway's 404 for an unknown cluster, as kubectl prints them."""
+    client_env = PROTOCOLS[protocol]
     proxied.sim.faults.deny.add(("*", "list", "secrets"))
-    result = await run_kubectl(kubectl, proxied.kubeconfig, "get", "secrets", env=HTTP1)
+    result = await run_kubectl(kubectl, proxied.kubeconfig, "get", "secrets", env=client_env)
     assert result.returncode == 1
     assert b"forbidden" in result.stderr.lower()
     kc = proxied.gateway.proxy_kubeconfig("nope")
-    before = served(proxied)
-    result = await run_kubectl(kubectl, kc, "get", "cm", env=HTTP1)
+    before = served(proxied, protocol)
+    result = await run_kubectl(kubectl, kc, "get", "cm", env=client_env)
     assert result.returncode == 1
     assert b"(NotFound)" in result.stderr
     raw = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/nope/proxy/api/v1/namespaces"
-    result = await run_kubectl(kubectl, kc, "get", "--raw", raw, env=HTTP1)
+    result = await run_kubectl(kubectl, kc, "get", "--raw", raw, env=client_env)
     assert result.returncode == 1
     assert b'clustergateways.cluster.core.oam.dev "nope" not found' in result.stderr
-    assert served(proxied) > before
+    assert served(proxied, protocol) > before
 
 
 @pytest_twisted.ensureDeferred
-async def test_watch_and_logs_follow_over_http1(proxied: ProxiedCluster, kubectl: str) -> None:
+async def test_watch_and_logs_follow(proxied: ProxiedCluster, kubectl: str, protocol: str) -> None:
     """`get -w` sees a new object and `logs -f` streams, both lean."""
-    env = {**os.environ, "HOME": str(proxied.kubeconfig.parent), **HTTP1}
-    before = served(proxied)
+    client_env = PROTOCOLS[protocol]
+    env = {**os.environ, "HOME": str(proxied.kubeconfig.parent), **client_env}
+    before = served(proxied, protocol)
     watching = StreamingKubectl.start(
-        kubectl, proxied.kubeconfig, "get", "cm", "-w", "--no-headers", env=HTTP1
+        kubectl, proxied.kubeconfig, "get", "cm", "-w", "--no-headers", env=client_env
     )
     try:
         await wait_until(lambda: len(proxied.sim.watches) >= 1, timeout=30)
@@ -120,14 +130,17 @@ async def test_watch_and_logs_follow_over_http1(proxied: ProxiedCluster, kubectl
 
     lines = await deferToThread(follow)
     assert lines == [b"first\n", b"main: follow line 2\n", b"main: follow line 3\n"]
-    assert served(proxied) > before
+    assert served(proxied, protocol) > before
 
 
 @pytest_twisted.ensureDeferred
-async def test_exec_beside_lean_requests(proxied: ProxiedCluster, kubectl: str) -> None:
-    """exec over HTTP/1.1 is an upgrade, which twisted.web splices as before."""
+async def test_exec_beside_lean_requests(
+    proxied: ProxiedCluster, kubectl: str, protocol: str
+) -> None:
+    """exec is an HTTP/1.1 upgrade (whatever the reads spoke), spliced as before."""
+    client_env = PROTOCOLS[protocol]
     kc = proxied.kubeconfig
-    result = await run_kubectl(kubectl, kc, "exec", "demo", "--", "echo", "hi", env=HTTP1)
+    result = await run_kubectl(kubectl, kc, "exec", "demo", "--", "echo", "hi", env=client_env)
     assert (result.returncode, result.stdout) == (0, b"hi\n"), result.stderr
 
 
