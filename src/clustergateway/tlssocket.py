@@ -77,10 +77,11 @@ class _SocketTLS:
     ``writeSomeData``, the orderly-close hooks).
     """
 
-    #: The buffer every socket-TLS read decrypts into: reads run on the
-    #: reactor thread only and copy their bytes out before the next one, so
-    #: one serves all connections (one each would cost 16 KiB per idle watch).
-    _read_buffer: ClassVar[Any] = _ffi.new("char[]", _RECORD)
+    #: The buffer every socket-TLS read decrypts into, record after record:
+    #: reads run on the reactor thread only and copy their bytes out (once)
+    #: before the next one, so one serves all connections (one each would
+    #: cost its size per idle watch).
+    _read_buffer: ClassVar[Any] = _ffi.new("char[]", _RECORD * _RECORDS_PER_READ)
 
     _tls: SSL.Connection
     _tls_ready: bool
@@ -102,7 +103,8 @@ class _SocketTLS:
         """Read what OpenSSL can give now, then hand it over in one piece.
 
         ``SSL_read`` returns one record (at most 16 KiB) at a time; a bulk
-        stream gets up to ``_RECORDS_PER_READ`` records joined into one
+        stream gets up to ``_RECORDS_PER_READ`` records, decrypted one after
+        the other into the buffer and copied out once, in one
         ``dataReceived`` (fewer calls down the splice or the response); a
         small request is one record and one call, with no extra read.
         More plaintext may already be decrypted and buffered in OpenSSL, where
@@ -117,22 +119,19 @@ class _SocketTLS:
         """
         ssl = self._tls._ssl
         buffer = self._read_buffer
-        chunks: list[bytes] = []
+        got = 0
+        room = _RECORD * _RECORDS_PER_READ
         outcome: Any = None
         while True:
-            size = _lib.SSL_read(ssl, buffer, _RECORD)
+            size = _lib.SSL_read(ssl, buffer + got, _RECORD)
             if size <= 0:
                 outcome = self._tls_read_failed(size)
                 break
-            chunks.append(_ffi.buffer(buffer, size)[:])
-            if len(chunks) == _RECORDS_PER_READ or (
-                size < _RECORD and not _lib.SSL_pending(ssl)
-            ):
+            got += size
+            if room - got < _RECORD or (size < _RECORD and not _lib.SSL_pending(ssl)):
                 break
-        if chunks:
-            self.protocol.dataReceived(  # type: ignore[attr-defined]
-                chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            )
+        if got:
+            self.protocol.dataReceived(_ffi.buffer(buffer, got)[:])  # type: ignore[attr-defined]
         return outcome
 
     def _tls_read_failed(self, result: int) -> Any:
