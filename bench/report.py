@@ -375,8 +375,8 @@ def markdown(results: dict[str, Any]) -> str:
             out += [
                 "",
                 f"HTTP/2 (h2load, {h2.get('connections')} connections, one stream each; "
-                "`kubectl proxy` serves HTTP/1.1 only, so it has no row; the gateway serves "
-                "HTTP/2 through twisted.web, not its lean HTTP/1.1 path):",
+                "`kubectl proxy` serves HTTP/1.1 only, so it has no row; the gateway's "
+                "proxied GETs take its lean path on the pure-Python h2 stack):",
                 "",
                 _table(["Target", "req/s", "mean latency ms", "CPU µs/req", "failed"], h2_rows),
             ]
