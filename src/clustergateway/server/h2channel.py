@@ -11,8 +11,9 @@ each pass pays for a timer and a walk of the priority tree.
 became ready, in priority order, until the ready streams are drained, the
 peer's flow-control windows or the transport's backpressure stop it, or a
 budget of frames per pass is spent (then the rest goes out in the next pass,
-so one busy stream cannot hold the reactor).  A response's last chunk and
-its end-of-stream marker go out as one DATA frame with END_STREAM set.
+so one busy stream cannot hold the reactor).  A response's last chunk still
+queued when its end arrives goes out with it, as one DATA frame with
+END_STREAM set.
 Everything else — stream state, flow control, priorities, resets, control
 frames, timeouts — is Twisted's.  Proxied requests without a body go to the
 lean path (``server.leanproxy``, :class:`~clustergateway.server.leanproxy.H2Head`)
@@ -20,6 +21,11 @@ instead of twisted.web's ``Request``, as on HTTP/1.1.
 
 :class:`ChannelSwitch` is Twisted's ALPN switch (``_GenericHTTPChannelProtocol``)
 building this connection, on the site's reactor, when ``h2`` was negotiated.
+
+Both override private parts of ``twisted.web._http2`` and ``twisted.web.http``
+(the sending loop, its queues and sentinel, the switch's fields): Twisted
+has no public hook for either.  ``tests/unit/server/test_h2channel.py`` pins
+the behaviour, and fails on Twisted's own loop.
 """
 
 from __future__ import annotations
