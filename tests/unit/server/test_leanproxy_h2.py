@@ -327,3 +327,47 @@ def test_a_small_window_holds_the_cluster_back(tmp_path: Path) -> None:
 
     lean = both(tmp_path, script, window=16)
     assert b"".join(e[2] for e in lean.outcome()["to_client"] if e[0] == "data") == b"x" * 32
+
+
+def test_many_watches_on_one_connection_share_its_window(tmp_path: Path) -> None:
+    """The kube-aggregator multiplexes many watches on one HTTP/2 connection. Past
+    the connection's flow-control window (64 KiB, not yet acknowledged by the
+    client) every stream waits; the client's connection-level WINDOW_UPDATE
+    wakes them all, and every event arrives, in order, on its own stream."""
+    streams = list(range(1, 17, 2))
+    event = b"e" * 10_000
+
+    def script(r: H2Rig) -> None:
+        for stream_id in streams:
+            r.request(PATH + b"?watch=true", stream_id=stream_id)
+        for index, _ in enumerate(streams):
+            r.reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", index)
+        chunk = b"%x\r\n%s\r\n" % (len(event), event)
+        for _ in range(2):
+            for index, _ in enumerate(streams):
+                r.reply(chunk, index)
+        held = sum(len(e.data) for e in r.events if isinstance(e, DataReceived))
+        assert held <= 65_535 < len(streams) * 2 * len(event)
+        for _ in range(10):  # the client acknowledges what it read, until all came
+            got = sum(len(e.data) for e in r.events if isinstance(e, DataReceived))
+            r.client.increment_flow_control_window(max(got, 1))
+            for stream_id in streams:
+                r.client.increment_flow_control_window(2 * len(event), stream_id=stream_id)
+            r.flush()
+        # Everything came on the window updates alone, before any stream ended.
+        for stream_id in streams:
+            got = [e.data for e in r.events if isinstance(e, DataReceived)]
+            body = b"".join(
+                e.data for e in r.events if isinstance(e, DataReceived) and e.stream_id == stream_id
+            )
+            assert body == event * 2, (stream_id, len(body), sum(map(len, got)))
+        for index, _ in enumerate(streams):
+            r.reply(b"0\r\n\r\n", index)
+
+    lean = both(tmp_path, script)
+    seen = lean.outcome()["to_client"]
+    for stream_id in streams:
+        body = b"".join(e[2] for e in seen if e[0] == "data" and e[1] == stream_id)
+        assert body == event * 2
+        assert ("end", stream_id) in seen
+    assert lean.served_lean == len(streams)
