@@ -175,3 +175,31 @@ async def test_python_client_reads_and_watches_lean(proxied: ProxiedCluster) -> 
     names, data, events = await deferToThread(use)
     assert "py" in names and data == {"k": "v"} and "py" in events
     assert served(proxied) >= before + 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_label_selector(proxied: ProxiedCluster, kubectl: str, protocol: str) -> None:
+    """A 100 KiB label selector (HTTP/2 once advertised a 64 KiB header list:
+    kubectl refused to send it, and a client that did lost the connection)."""
+    proxied.sim.store.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sel", "namespace": "default", "labels": {"app": "x"}},
+        }
+    )
+    selector = "app=x," + ",".join(f"k{i}!=v" for i in range(14_000))
+    assert len(selector) > 100_000
+    result = await run_kubectl(
+        kubectl,
+        proxied.kubeconfig,
+        "get",
+        "cm",
+        "-l",
+        selector,
+        "-o",
+        "name",
+        env=PROTOCOLS[protocol],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [b"configmap/sel"]

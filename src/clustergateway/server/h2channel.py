@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 import priority
+from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
@@ -43,6 +44,11 @@ __all__ = ["ChannelSwitch", "GatewayH2Connection"]
 
 #: Frames one wake of the sending loop may write before yielding the reactor.
 FRAMES_PER_PASS = 64
+#: Streams a caller may have open on one connection: Go's HTTP/2 server
+#: default, which the Go gateway (a generic apiserver) advertises; h2's is 100.
+MAX_CONCURRENT_STREAMS = 250
+#: Header list size when the site does not say (h2's own default is 64 KiB).
+DEFAULT_HEADER_LIST_SIZE = (1 << 20) + 64 * 1024
 
 
 class GatewayH2Connection(H2Connection):
@@ -56,6 +62,23 @@ class GatewayH2Connection(H2Connection):
     #: Proxied requests without a body are served by this
     #: (``server.leanproxy.LeanProxy``) rather than twisted.web; None: all by twisted.web.
     lean: Any = None
+
+    def __init__(
+        self, reactor: Any = None, header_list_size: int = DEFAULT_HEADER_LIST_SIZE
+    ) -> None:
+        """``header_list_size``: the largest request head accepted, as on HTTP/1.1
+        (h2's default of 64 KiB would end the whole connection, every stream on
+        it, at a long label selector)."""
+        super().__init__(reactor)  # type: ignore[no-untyped-call]
+        # Sent in the connection's first SETTINGS frame (connectionMade).
+        self.conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                SettingCodes.MAX_HEADER_LIST_SIZE: header_list_size,
+            },
+        )
+        self.conn.decoder.max_header_list_size = header_list_size
 
     def _requestReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
         lean = self.lean
@@ -149,7 +172,9 @@ class GatewayH2Connection(H2Connection):
             parked.callback(None)
 
     def connectionLost(  # type: ignore[override]  # Twisted's own extra argument
-        self, reason: Any, _cancelTimeouts: bool = True  # noqa: N803 - Twisted's name
+        self,
+        reason: Any,
+        _cancelTimeouts: bool = True,  # noqa: N803 - Twisted's name
     ) -> None:  # noqa: N802 - Twisted's name
         if self._next_pass is not None and self._next_pass.active():
             self._next_pass.cancel()
@@ -176,8 +201,12 @@ class ChannelSwitch(_GenericHTTPChannelProtocol):
         producer.unregisterProducer()
         old.setTimeout(None)
         transport = old.transport
-        reactor = getattr(this._site, "reactor", None)
-        channel: Any = GatewayH2Connection(reactor)  # type: ignore[no-untyped-call]
+        site = this._site
+        limit = getattr(site, "max_header_bytes", None)
+        channel: Any = GatewayH2Connection(
+            getattr(site, "reactor", None),
+            DEFAULT_HEADER_LIST_SIZE if limit is None else limit + 64 * 1024,
+        )
         channel.requestFactory = this._requestFactory
         channel.site = this._site
         channel.factory = this._factory

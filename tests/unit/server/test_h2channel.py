@@ -258,3 +258,28 @@ def test_the_local_address_is_asked_of_the_transport_once(conn: Conn) -> None:
         conn.get("/body?n=1", stream_id)
         assert conn.server.getHost() == real()
     assert len(asked) == 1
+
+
+def test_the_settings_match_the_go_apiserver_and_the_http1_limits(conn: Conn) -> None:
+    """250 concurrent streams per connection (Go's HTTP/2 server default, which
+    the Go gateway advertises; h2's default is 100), and a header list as
+    large as HTTP/1.1 accepts (1 MiB; h2's default, 64 KiB, is below the
+    20 KiB-plus label selectors kubectl users send)."""
+    remote = conn.client.remote_settings
+    assert remote.max_concurrent_streams == 250
+    assert remote.max_header_list_size == conn.protocol._site.max_header_bytes + 64 * 1024
+
+
+def test_a_long_path_is_answered_and_the_connection_lives(conn: Conn) -> None:
+    """A 200 KiB ``:path`` (a long label selector) is served like any request;
+    other streams on the connection go on."""
+    selector = ",".join(f"k{i}!=v" for i in range(30_000))
+    assert len(selector) > 200_000
+    encode = conn.client.encoder.encode  # hpack's pure-Python Huffman coder is slow
+    conn.client.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)  # type: ignore[method-assign]
+    conn.get(f"/body?n=3&labelSelector={selector}")
+    conn.get("/body?n=2", 3)
+    events = conn.client.receive_data(conn.transport.value())
+    conn.transport.clear()
+    ended = sorted(e.stream_id for e in events if isinstance(e, StreamEnded))
+    assert ended == [1, 3]
