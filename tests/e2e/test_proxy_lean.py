@@ -234,3 +234,25 @@ async def test_a_large_object_round_trips(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.decode() == data.read_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_over_the_limit_is_refused_with_a_status(
+    proxied: ProxiedCluster, kubectl: str, protocol: str, tmp_path: Any
+) -> None:
+    """Above the 3 MiB body limit (kube-apiserver's) the gateway answers 413 with
+    a Status, over either protocol, and nothing reaches the cluster."""
+    data = tmp_path / "blob.txt"
+    data.write_text("x" * (4 << 20))
+    result = await run_kubectl(
+        kubectl,
+        proxied.kubeconfig,
+        "create",
+        "cm",
+        f"huge-{protocol}",
+        f"--from-file={data}",
+        env=PROTOCOLS[protocol],
+    )
+    assert result.returncode == 1
+    assert b"the request body is larger than 3145728 bytes" in result.stderr, result.stderr
+    assert proxied.sim.store.get("configmaps", "default", f"huge-{protocol}") is None
