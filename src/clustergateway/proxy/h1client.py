@@ -293,7 +293,12 @@ class H1Connection(TwistedProtocol):
         sink = self.sink
         if sink is None:
             raise _SinkGone()
-        sink.head_received(ResponseHead(code, self._phrase, self._headers, self._length), self)
+        head = ResponseHead(code, self._phrase, self._headers, self._length)
+        # The head is the sink's now: a watch lives for hours, and its
+        # connection need not hold the parsed header list as long.
+        self._headers = []
+        self._phrase = b""
+        sink.head_received(head, self)
         if self.sink is None:
             raise _SinkGone()
         if self._no_body or code in NO_BODY_CODES:
