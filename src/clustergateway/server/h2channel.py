@@ -47,8 +47,6 @@ FRAMES_PER_PASS = 64
 #: Streams a caller may have open on one connection: Go's HTTP/2 server
 #: default, which the Go gateway (a generic apiserver) advertises; h2's is 100.
 MAX_CONCURRENT_STREAMS = 250
-#: Header list size when the site does not say (h2's own default is 64 KiB).
-DEFAULT_HEADER_LIST_SIZE = (1 << 20) + 64 * 1024
 
 
 class GatewayH2Connection(H2Connection):
@@ -63,12 +61,10 @@ class GatewayH2Connection(H2Connection):
     #: (``server.leanproxy.LeanProxy``) rather than twisted.web; None: all by twisted.web.
     lean: Any = None
 
-    def __init__(
-        self, reactor: Any = None, header_list_size: int = DEFAULT_HEADER_LIST_SIZE
-    ) -> None:
-        """``header_list_size``: the largest request head accepted, as on HTTP/1.1
-        (h2's default of 64 KiB would end the whole connection, every stream on
-        it, at a long label selector)."""
+    def __init__(self, reactor: Any, header_list_size: int) -> None:
+        """``header_list_size``: the largest request head accepted, the HTTP/1.1
+        channel's (h2's default of 64 KiB would end the whole connection, every
+        stream on it, at a long label selector)."""
         super().__init__(reactor)  # type: ignore[no-untyped-call]
         # Sent in the connection's first SETTINGS frame (connectionMade).
         self.conn.local_settings = Settings(
@@ -201,11 +197,9 @@ class ChannelSwitch(_GenericHTTPChannelProtocol):
         producer.unregisterProducer()
         old.setTimeout(None)
         transport = old.transport
-        site = this._site
-        limit = getattr(site, "max_header_bytes", None)
+        # The site gave the HTTP/1.1 channel its head limit; HTTP/2 keeps it.
         channel: Any = GatewayH2Connection(
-            getattr(site, "reactor", None),
-            DEFAULT_HEADER_LIST_SIZE if limit is None else limit + 64 * 1024,
+            getattr(this._site, "reactor", None), old.totalHeadersSize
         )
         channel.requestFactory = this._requestFactory
         channel.site = this._site
