@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import priority
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -21,7 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from clustergateway.server.h2channel import FRAMES_PER_PASS, GatewayH2Connection
+from clustergateway.server.h2channel import FRAMES_PER_PASS, GatewayH2Connection, RoundRobin
 from clustergateway.server.site import GatewaySite
 
 
@@ -283,3 +284,58 @@ def test_a_long_path_is_answered_and_the_connection_lives(conn: Conn) -> None:
     conn.transport.clear()
     ended = sorted(e.stream_id for e in events if isinstance(e, StreamEnded))
     assert ended == [1, 3]
+
+
+def test_round_robin_gives_ready_streams_turns_and_skips_blocked_ones() -> None:
+    """The scheduler's contract with Twisted's connection: ``next`` answers ready
+    streams in turn, never a blocked or removed one, and raises ``DeadlockError``
+    when none is ready; priority signals are accepted and ignored."""
+    turns = RoundRobin()
+    with pytest.raises(priority.DeadlockError):
+        next(turns)
+    for stream_id in (1, 3, 5):
+        turns.insert_stream(stream_id)
+        turns.block(stream_id)
+    with pytest.raises(priority.DuplicateStreamError):
+        turns.insert_stream(1)
+    turns.reprioritize(3, depends_on=1, weight=200, exclusive=True)
+    with pytest.raises(priority.MissingStreamError):
+        turns.reprioritize(7)
+    with pytest.raises(priority.DeadlockError):
+        next(turns)
+    for stream_id in (1, 3, 5):
+        turns.unblock(stream_id)
+    assert [next(turns) for _ in range(6)] == [1, 3, 5, 1, 3, 5]
+    turns.block(3)
+    assert [next(turns) for _ in range(4)] == [1, 5, 1, 5]
+    turns.unblock(3)
+    turns.unblock(3)  # twice: still one turn per round
+    assert sorted(next(turns) for _ in range(3)) == [1, 3, 5]
+    turns.remove_stream(1)
+    turns.block(5)
+    assert [next(turns) for _ in range(2)] == [3, 3]
+    turns.block(3)
+    with pytest.raises(priority.DeadlockError):
+        next(turns)
+
+
+def test_an_event_to_many_held_streams_reaches_each_once(conn: Conn) -> None:
+    """240 held responses (watches multiplexed on one connection) each get a chunk:
+    every stream's frame is written, none twice, and the loop only needs the passes
+    its frame budget asks for."""
+    streams = list(range(1, 481, 2))
+    for stream_id in streams:
+        conn.client.send_headers(stream_id, _get("/held"), end_stream=True)
+    conn.send()
+    for request in conn.resource.held:
+        request.write(b"")  # the head goes out, as for a watch
+    conn.clock.advance(0)
+    conn.frames()
+    for request in conn.resource.held:
+        request.write(b'{"type":"ADDED"}\n')
+    for _ in range(len(streams) // FRAMES_PER_PASS + 1):
+        conn.clock.advance(0)
+    frames = [f for f in conn.frames() if isinstance(f, DataFrame)]
+    assert sorted(f.stream_id for f in frames) == streams
+    assert all(f.data == b'{"type":"ADDED"}\n' for f in frames)
+    assert not conn.sender_pending()
