@@ -273,7 +273,10 @@ class ApiResource(Resource):
             if user is None:
                 return None, Unauthorized("Unauthorized")
             return user, None
-        transport = getattr(call.request.channel, "transport", None)
+        channel = call.request.channel
+        transport = getattr(channel, "transport", None)
+        if transport is None:  # HTTP/2: the stream's connection has the transport
+            transport = getattr(getattr(channel, "_conn", None), "transport", None)
         cert = None
         if transport is not None and hasattr(transport, "getPeerCertificate"):
             cert = transport.getPeerCertificate()

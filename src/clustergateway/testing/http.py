@@ -7,7 +7,10 @@ Differences from stock ``twisted.web`` that a Kubernetes client notices:
   drops the connection or writes a bare 400);
 - request line and header limits raised to 1 MiB, like Go's server;
 - request bodies kept in memory and capped at 3 MiB (kube-apiserver's limit);
-- HTTP/1.1 only over TLS (no h2: its idle timer would end quiet watches);
+- HTTP/2 (ALPN ``h2``, as kube-apiserver) with the gateway's own HTTP/2
+  connection (``server.h2channel``: frames leave in the pass they are ready),
+  without an idle timer that would end quiet watches; HTTP/1.1 only when
+  ``http2`` is off;
 - the ``drop_after_bytes`` fault cuts a response after that many body bytes;
 - every live connection is tracked, so ``stop()`` can drop them and ``stall``
   can stop reading them.
@@ -20,7 +23,7 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from clustergateway.errors import (
@@ -30,6 +33,7 @@ from clustergateway.errors import (
     StatusError,
     status_body,
 )
+from clustergateway.server.h2channel import ChannelSwitch
 from clustergateway.testing.faults import Faults
 
 __all__ = ["MAX_BODY_BYTES", "SimChannel", "SimRequest", "SimSite"]
@@ -81,8 +85,30 @@ class SimChannel(HTTPChannel):
         self.loseConnection()  # type: ignore[no-untyped-call]
 
 
-def _channel_factory(self: SimSite) -> _GenericHTTPChannelProtocol:
-    return _GenericHTTPChannelProtocol(SimChannel())  # type: ignore[no-untyped-call]
+class _SimSwitch(ChannelSwitch):
+    """The ALPN switch; the site tracks whichever channel serves the connection."""
+
+    def _switch_to_h2(self) -> None:
+        this: Any = self
+        old = this._channel
+        super()._switch_to_h2()
+        site = this._site
+        if isinstance(site, SimSite):
+            site.connections.discard(old)
+            site.connections.add(this._channel)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        this: Any = self
+        site = this._site
+        if isinstance(site, SimSite) and not isinstance(this._channel, SimChannel):
+            site.connections.discard(this._channel)
+        super().connectionLost(reason)
+
+
+def _channel_factory(self: SimSite) -> _SimSwitch:
+    protocol = _SimSwitch(SimChannel())  # type: ignore[no-untyped-call]
+    protocol._timeOut = None  # an HTTP/2 connection carrying only quiet watches stays
+    return protocol
 
 
 class SimRequest(Request):
@@ -157,17 +183,19 @@ class SimSite(Site):
     protocol = _channel_factory
     displayTracebacks = False
 
-    def __init__(self, resource: Any, faults: Faults, reactor: Any) -> None:
+    def __init__(self, resource: Any, faults: Faults, reactor: Any, http2: bool = True) -> None:
         super().__init__(resource, reactor=reactor)  # type: ignore[no-untyped-call]
         self.faults = faults
-        self.connections: set[SimChannel] = set()
+        self.http2 = http2
+        #: The HTTP/1.1 channels and HTTP/2 connections serving now.
+        self.connections: set[Any] = set()
         faults.stall_listeners.append(self._stall_changed)
 
     def log(self, request: Any) -> None:
         """No access log: tests record requests through the cluster instead."""
 
-    def acceptableProtocols(self) -> list[bytes]:
-        return [b"http/1.1"]
+    def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted's name
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def getContentFile(self, length: int | None) -> io.BytesIO:
         return io.BytesIO()
@@ -180,21 +208,26 @@ class SimSite(Site):
     def connection_closed(self, channel: SimChannel) -> None:
         self.connections.discard(channel)
 
+    @staticmethod
+    def protocol_of(connection: Any) -> str:
+        """``"http/1.1"`` for an HTTP/1.1 channel, ``"h2"`` for an HTTP/2 connection."""
+        return "http/1.1" if isinstance(connection, SimChannel) else "h2"
+
     def _stall_changed(self, stalled: bool) -> None:
         for channel in list(self.connections):
             transport = channel.transport
             if transport is None:
                 continue
             if stalled:
-                transport.pauseProducing()  # type: ignore[attr-defined]
+                transport.pauseProducing()
             else:
-                transport.resumeProducing()  # type: ignore[attr-defined]
+                transport.resumeProducing()
 
     def drop_connections(self) -> None:
         """Abort every open connection (the apiserver process died)."""
         for channel in list(self.connections):
             if channel.transport is not None:
-                channel.transport.abortConnection()  # type: ignore[attr-defined]
+                channel.transport.abortConnection()
         self.connections.clear()
 
     def detach(self) -> None:

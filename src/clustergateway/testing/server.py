@@ -113,6 +113,9 @@ class SimulatedCluster:
     minor_version: str = "31"
     port: int = 0
     interface: str = "127.0.0.1"
+    #: Offer ``h2`` in ALPN, as kube-apiserver does (False: HTTP/1.1 only, like
+    #: a cluster behind an HTTP/1.1-only proxy).
+    http2: bool = True
     watches: set[WatchStream] = attrs.field(factory=set)
     _listening: IListeningPort | None = attrs.field(default=None, init=False)
     _site: SimSite | None = attrs.field(default=None, init=False)
@@ -324,7 +327,7 @@ class SimulatedCluster:
             self.port = port
         if interface is not None:
             self.interface = interface
-        self._site = SimSite(ApiResource(self), self.faults, self.reactor)
+        self._site = SimSite(ApiResource(self), self.faults, self.reactor, http2=self.http2)
         self._listening = self.reactor.listenSSL(
             self.port, self._site, self._tls_options(), interface=self.interface
         )
@@ -361,3 +364,11 @@ class SimulatedCluster:
     @property
     def running(self) -> bool:
         return self._listening is not None
+
+    def connection_protocols(self) -> list[str]:
+        """The protocol of each open client connection (``"h2"`` or ``"http/1.1"``),
+        for tests that check how clients (the gateway) reach the cluster."""
+        site = self._site
+        if site is None:
+            return []
+        return sorted(site.protocol_of(c) for c in site.connections)
