@@ -150,6 +150,9 @@ class GatewayConfig:
     api_group: str = DEFAULT_GROUP
     audit_log_path: str | None = None
     access_log: bool = False
+    #: Long-running requests (watches, ``logs -f``) share HTTP/2 connections to a
+    #: cluster that offers ``h2``; True: one HTTP/1.1 connection each, as before.
+    upstream_http1_only: bool = False
     min_request_timeout: float = 1800.0
     user_agent: str = ""
     #: Processes serving the port (``server.workers``): this one and N-1 children.
@@ -294,6 +297,7 @@ class GatewayConfig:
             api_group=group,
             audit_log_path=_writable_target("audit-log-path", opts["audit-log-path"]),
             access_log=bool(opts["access-log"]),
+            upstream_http1_only=bool(opts.get("upstream-http1-only")),
             min_request_timeout=float(min_timeout),
             workers=_workers(opts.get("workers", "1"), port),
             user_agent=opts["user-agent"] or "",
@@ -482,6 +486,12 @@ class Options(usage.Options):
             "Start with the flags alone if that ConfigMap cannot be read.",
         ],
         ["access-log", None, "Log one line per request (no query values); off by default."],
+        [
+            "upstream-http1-only",
+            None,
+            "Give every watch and followed log its own HTTP/1.1 connection to the cluster "
+            "(default: they share HTTP/2 connections when the cluster offers h2).",
+        ],
     ]
 
     config: GatewayConfig

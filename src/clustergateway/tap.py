@@ -209,7 +209,11 @@ def build_proxy(
     proxy = ClusterProxy.build(
         reactor,
         registry,
-        settings=ProxySettings(pools=PoolSettings(proxy_environment=egress)),
+        settings=ProxySettings(
+            pools=PoolSettings(
+                proxy_environment=egress, http2_long_running=not config.upstream_http1_only
+            )
+        ),
         credentials=credentials,
         identity_for=identity.identity_for,
     )

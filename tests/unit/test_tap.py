@@ -92,6 +92,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         "--user-agent=gw/1",
         "--virtual-clutser-with-control-plane=true",
         "--busy-poll=0",
+        "--upstream-http1-only",
     )
     assert config.secure_port == 8443
     assert config.bind_address == "::1"
@@ -103,6 +104,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
     assert config.access_log and config.audit_log_path == "-"
     assert config.min_request_timeout == 60.0
     assert config.busy_poll == 0.0
+    assert config.upstream_http1_only
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from twisted.web.client import ResponseFailed
 
 from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, render_status
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
-from clustergateway.proxy.h1client import NO_BODY_CODES, Exchange, H1Pool, ResponseHead
+from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
@@ -106,7 +106,7 @@ class StreamingForward:
     request: Any
     reactor: Any
     cluster: str
-    _exchange: Exchange | None = None
+    _exchange: Any = None  # an h1client.Exchange or h2client.H2Exchange
     _timer: Any = None
     _timeout: float | None = None
     _gone: bool = False
@@ -115,22 +115,16 @@ class StreamingForward:
 
     _log = Logger()
 
-    def start(
-        self,
-        pool: H1Pool,
-        method: bytes,
-        data: bytes,
-        has_body: bool,
-        header_timeout: float | None,
-    ) -> None:
-        """Send ``data`` (the serialized request); the response (or a Status) follows."""
+    def start(self, out: Any) -> None:
+        """Send ``out`` (a ``resource.Outbound``); the response (or a Status) follows."""
+        header_timeout = out.timeout
         request = self.request
         request.defaultContentType = None
         request.notifyFinish().addErrback(self._client_gone)
         if header_timeout is not None:
             self._timeout = header_timeout
             self._timer = self.reactor.callLater(header_timeout, self._time_out)
-        self._exchange = pool.request(self, data, method=method, has_body=has_body)
+        self._exchange = out.upstream.send(self, out)
 
     def _time_out(self) -> None:
         self._timer = None

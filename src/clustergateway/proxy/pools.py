@@ -9,6 +9,10 @@ cluster's Secret changes how it is reached, its old upstream is *retired*: its
 idle connections close at once, connections still carrying a request (a watch,
 say) finish undisturbed and are closed instead of being pooled again.
 
+Long-running ``GET`` requests (watches, ``logs -f``) share a few HTTP/2
+connections per upstream instead (``h2client.H2Streams``) when the cluster
+offers ``h2``; ``ClusterUpstream.send`` picks the way per request.
+
 The byte stream under each upstream comes from an
 :class:`~clustergateway.proxy.egress.EgressRouter`: direct, or through the
 cluster's ``proxy-url`` (part of the access key, so a new proxy means a new
@@ -28,9 +32,10 @@ from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoint
 from clustergateway.proxy.egress import EgressRouter, ProxyEnvironment, reactor_resolver
-from clustergateway.proxy.h1client import H1Pool
+from clustergateway.proxy.h1client import H1Pool, ResponseSink
+from clustergateway.proxy.h2client import H2Streams
 from clustergateway.proxy.paths import UpstreamTarget
-from clustergateway.proxy.tls import client_tls_creator, proxy_tls_creator
+from clustergateway.proxy.tls import H2_ALPN, client_tls_creator, proxy_tls_creator
 from clustergateway.registry.model import ClusterGateway, RegistryEntry, RegistryEvent
 
 __all__ = ["ClusterPools", "ClusterUpstream", "PoolSettings"]
@@ -44,7 +49,9 @@ class PoolSettings:
     the gateway never reuses a connection the server is closing.
     ``proxy_environment``: the gateway process's ``HTTPS_PROXY``/``NO_PROXY``
     (read once in ``tap``), for clusters without a ``proxy-url``.  The
-    connect timeout covers the proxy handshake too.
+    connect timeout covers the proxy handshake too.  ``http2_long_running``:
+    long-running requests share HTTP/2 connections when the cluster offers
+    ``h2`` (off: every request has an HTTP/1.1 connection of its own).
     """
 
     connect_timeout: float = 10.0
@@ -52,6 +59,7 @@ class PoolSettings:
     max_idle_per_cluster: int = 128
     idle_timeout: float = 55.0
     proxy_environment: ProxyEnvironment = attrs.field(factory=ProxyEnvironment)
+    http2_long_running: bool = True
 
 
 @attrs.define
@@ -69,10 +77,37 @@ class ClusterUpstream:
     endpoint: IStreamClientEndpoint
     #: Plain requests' connections (``h1client``); upgrades dial ``endpoint`` themselves.
     pool: H1Pool
+    #: Long-running requests' HTTP/2 streams; None for ``http://`` clusters or when off.
+    streams: H2Streams | None = None
+
+    def send(self, sink: ResponseSink, out: Any) -> Any:
+        """Send ``out`` (a ``resource.Outbound``) and relay its answer to ``sink``.
+
+        Returns the exchange, whose ``cancel`` abandons it.  Long-running
+        ``GET`` requests (no response-head timeout) go on an HTTP/2 stream,
+        all others on the HTTP/1.1 pool.
+        """
+        streams = self.streams
+        pool = self.pool
+        long_running = out.timeout is None and out.body is None and out.method == b"GET"
+        if streams is not None and long_running:
+            data = out.request_bytes()
+            return streams.request(
+                sink,
+                out.method,
+                out.path,
+                out.headers,
+                lambda s: pool.request(s, data, method=b"GET", has_body=False),
+            )
+        return pool.request(
+            sink, out.request_bytes(), method=out.method, has_body=out.body is not None
+        )
 
     def retire(self) -> Deferred[None]:
         """Close idle connections now and busy ones when their request ends."""
         self.pool.close()
+        if self.streams is not None:
+            self.streams.close()
         return succeed(None)
 
 
@@ -148,14 +183,23 @@ class ClusterPools:
             self.settings.connect_timeout,
             self.settings.tls_handshake_timeout,
         )
+        metrics = None if self.metrics is None else self.metrics.cluster(cluster.name)
         pool = H1Pool(
             self.reactor,
             endpoint,
             max_idle=self.settings.max_idle_per_cluster,
             idle_timeout=self.settings.idle_timeout,
-            metrics=None if self.metrics is None else self.metrics.cluster(cluster.name),
+            metrics=metrics,
         )
-        return ClusterUpstream(cluster, key, target, endpoint, pool)
+        streams = None
+        if target.tls and self.settings.http2_long_running:
+            h2_endpoint = attrs.evolve(
+                endpoint, creator=client_tls_creator(target, spec, credential, H2_ALPN)
+            )
+            streams = H2Streams(
+                self.reactor, h2_endpoint, idle_timeout=self.settings.idle_timeout, metrics=metrics
+            )
+        return ClusterUpstream(cluster, key, target, endpoint, pool, streams)
 
     def _log_insecure(self, cluster: ClusterGateway) -> None:
         """Warn once per cluster (and reason) that its server certificate is not verified."""
@@ -200,8 +244,12 @@ class ClusterPools:
             self._retire(entry.name, "changed")
 
     def connection_count(self) -> int:
-        """Idle pooled connections across all clusters (for tests and metrics)."""
-        return sum(u.pool.idle_count() for u in self._by_name.values())
+        """Idle pooled connections across all clusters, HTTP/1.1 and HTTP/2 (for tests
+        and metrics)."""
+        return sum(
+            u.pool.idle_count() + (0 if u.streams is None else u.streams.idle_count())
+            for u in self._by_name.values()
+        )
 
     def close(self) -> Deferred[Any]:
         """Close every idle connection and forget all upstreams (service stop)."""

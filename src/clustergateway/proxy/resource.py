@@ -363,9 +363,7 @@ class ClusterProxy:
             splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
             splice.start(out.upstream.endpoint, head)
             return
-        StreamingForward(request, self.reactor, cluster.name).start(
-            out.upstream.pool, out.method, out.request_bytes(), body is not None, out.timeout
-        )
+        StreamingForward(request, self.reactor, cluster.name).start(out)
 
     def _failed(self, failure: Failure, request: Request, cluster: str) -> None:
         error = failure.value

@@ -4,8 +4,9 @@ The creator decides trust (the Secret's CA bundle, the platform roots when the
 bundle is present but empty, or nothing when the cluster is ``insecure``),
 which name the server certificate must carry (``tls_server_name`` or the
 endpoint host; sent as SNI when it is a DNS name), the client certificate, TLS
-1.2 as the floor and ALPN ``http/1.1`` only — Twisted's client cannot speak h2,
-so it must never be offered.
+1.2 as the floor and ALPN ``http/1.1`` for the HTTP/1.1 pool (``h1client``);
+the HTTP/2 connections of long-running requests (``h2client``) offer ``h2``
+first (``alpn=H2_ALPN``) and fall back to HTTP/1.1 when it is not selected.
 
 ``CertificateOptions`` caches its ``SSL.Context``, so a creator is built once
 per connection pool and rebuilt only when the Secret changes (twisted-notes
@@ -30,6 +31,7 @@ from clustergateway.proxy.paths import UpstreamTarget, ip_version
 from clustergateway.registry.model import EndpointSpec
 
 __all__ = [
+    "H2_ALPN",
     "InsecureClientTLS",
     "TLSConfigError",
     "client_tls_creator",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 _ALPN = [b"http/1.1"]
+#: The offer of ``h2client``'s connections.
+H2_ALPN = [b"h2", b"http/1.1"]
 
 
 class TLSConfigError(ValueError):
@@ -134,9 +138,12 @@ def verify_error_of(tls: Any) -> str | None:
 
 
 def client_tls_creator(
-    target: UpstreamTarget, endpoint: EndpointSpec, credential: ResolvedCredential
+    target: UpstreamTarget,
+    endpoint: EndpointSpec,
+    credential: ResolvedCredential,
+    alpn: list[bytes] = _ALPN,
 ) -> IOpenSSLClientConnectionCreator:
-    """The TLS creator for one cluster and credential.
+    """The TLS creator for one cluster and credential, offering ``alpn``.
 
     Raises :class:`TLSConfigError` when the CA bundle or the client
     certificate/key cannot be used.
@@ -148,7 +155,7 @@ def client_tls_creator(
     if endpoint.insecure:
         options = ssl.CertificateOptions(
             verify=False,
-            acceptableProtocols=_ALPN,
+            acceptableProtocols=alpn,
             privateKey=client_cert.privateKey.original if client_cert else None,
             certificate=client_cert.original if client_cert else None,
             **extra,  # type: ignore[arg-type]
@@ -159,7 +166,7 @@ def client_tls_creator(
         target.server_name,
         trustRoot=_trust(endpoint),
         clientCertificate=client_cert,
-        acceptableProtocols=_ALPN,
+        acceptableProtocols=alpn,
         extraCertificateOptions=extra,
     )
 

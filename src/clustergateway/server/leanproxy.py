@@ -391,9 +391,7 @@ class LeanRequest:
         self._timeout = timeout = out.timeout
         if timeout is not None:
             self._timer = lean.deadlines.add(self, timeout)
-        self._exchange = out.upstream.pool.request(
-            self, out.request_bytes(), method=self.method, has_body=False
-        )
+        self._exchange = out.upstream.send(self, out)
 
     def _crashed(self, failure: Failure) -> None:
         if failure.check(CancelledError):
