@@ -2,7 +2,8 @@
 
 As kubectl does: every watch is one connection (TLS to the gateway, plain
 HTTP to ``kubectl proxy``) carrying one ``GET …?watch=1``.  The client opens
-them ``--parallel`` at a time, waits until every response head arrived (a
+them ``--parallel`` at a time (each until its response head arrived, or
+for at most ``HEAD_WAIT``), waits until every response head arrived (a
 proxy that holds the head back until the first event is taken as ready once
 it holds two sockets per watch, and the count of heads seen is reported), lets the
 server settle, reads the server's RSS (``/proc/PID/status``) and its open fds,
@@ -24,6 +25,9 @@ import time
 from typing import Any
 
 __all__ = ["main"]
+
+#: Seconds a watch waits for its response head before letting the next one start.
+HEAD_WAIT = 2.0
 
 
 def _rss_kib(pid: int) -> int:
@@ -69,14 +73,29 @@ async def _watch(
     request: bytes,
     gate: asyncio.Semaphore,
 ) -> None:
+    # A watch holds its place in the gate until its response head arrives (or
+    # HEAD_WAIT passes, for a proxy that holds heads back): at most ``parallel``
+    # watches are being set up at once.  Go's transport (kubectl proxy) dials a
+    # new upstream connection for every waiting request while no HTTP/2
+    # connection has room, so 9,850 requests in flight at once made it open
+    # thousands of connections and run out of descriptors.
+    await gate.acquire()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            gate.release()
+
+    timer = asyncio.get_running_loop().call_later(HEAD_WAIT, release)
     try:
-        async with gate:
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, server_hostname=host if context else None, limit=1 << 16
-            )
-            w.writer = writer
-            writer.write(request)
-            await writer.drain()
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=host if context else None, limit=1 << 16
+        )
+        w.writer = writer
+        writer.write(request)
+        await writer.drain()
         w.sent.set()
         buffer = b""
         while b"\r\n\r\n" not in buffer:
@@ -88,6 +107,8 @@ async def _watch(
             buffer += chunk
             if w.armed and w.first_event_at is None:
                 w.first_event_at = time.perf_counter()
+        timer.cancel()
+        release()
         head, _, body = buffer.partition(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0]
         if b" 200 " not in status + b" ":
@@ -112,6 +133,9 @@ async def _watch(
         w.error = f"{type(e).__name__}: {e}"
         w.sent.set()
         w.head.set()
+    finally:
+        timer.cancel()
+        release()
 
 
 def _post(args: argparse.Namespace, path: str, obj: dict[str, Any]) -> float:
