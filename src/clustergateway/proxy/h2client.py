@@ -45,6 +45,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -92,6 +93,13 @@ CONNECTION_WINDOW = 1 << 30
 INITIAL_STREAM_LIMIT = 100
 #: Every HTTP/2 window starts at this size (RFC 9113 §6.9.2).
 _DEFAULT_WINDOW = 65535
+#: A connection that received nothing for this long is asked for a PING, and
+#: closed when no answer comes within ``PING_TIMEOUT`` (client-go's
+#: ``ReadIdleTimeout`` and ``PingTimeout``): one dead connection would
+#: otherwise hold every watch on it silently, for ever.
+READ_IDLE_TIMEOUT = 30.0
+PING_TIMEOUT = 15.0
+_PING_DATA = b"cg-alive"
 
 #: Request headers that HTTP/2 forbids (connection-specific) or carries as
 #: pseudo-headers (``Host`` becomes ``:authority``).
@@ -253,6 +261,11 @@ class H2ClientConnection(TwistedProtocol):
         self.dial_s: float | None = None
         self.tls_s: float | None = None
         self._idle_timer: Any = None
+        #: The health check (see READ_IDLE_TIMEOUT): when data last arrived,
+        #: when the unanswered PING was sent, and the timer.
+        self._last_read = 0.0
+        self._ping_sent: float | None = None
+        self._health: Any = None
 
     # -- setup ------------------------------------------------------------------------
 
@@ -274,6 +287,8 @@ class H2ClientConnection(TwistedProtocol):
         h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self._flush()
         self._idle()
+        self._last_read = manager.reactor.seconds()
+        self._health = manager.reactor.callLater(READ_IDLE_TIMEOUT, self._check_health)
 
     def has_room(self) -> bool:
         """Can another stream be opened here now?"""
@@ -334,6 +349,7 @@ class H2ClientConnection(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if not self.started or self.closed:
             return
+        self._last_read = self.manager.reactor.seconds()  # type: ignore[union-attr]
         try:
             events = self.h2.receive_data(data)
         except H2Error as e:
@@ -355,11 +371,14 @@ class H2ClientConnection(TwistedProtocol):
                 self._settings(event)
             elif isinstance(event, ConnectionTerminated):
                 self._goaway(event)
+            elif isinstance(event, PingAckReceived):
+                self._ping_sent = None
         self._flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.closed = True
         self._stop_idle()
+        self._stop_health()
         metrics, self.metrics = self.metrics, None
         if metrics is not None and self.counted:
             metrics.upstream_closed()
@@ -511,6 +530,37 @@ class H2ClientConnection(TwistedProtocol):
         if timer is not None and timer.active():
             timer.cancel()
 
+    def _check_health(self) -> None:
+        """PING a connection that has been silent; abort it when the PING goes unanswered."""
+        self._health = None
+        manager = self.manager
+        if self.closed or manager is None:
+            return
+        now = manager.reactor.seconds()
+        if self._ping_sent is not None and now - self._ping_sent >= PING_TIMEOUT:
+            self._abort(
+                UpstreamProtocolError(
+                    f"the cluster did not answer an HTTP/2 PING within {PING_TIMEOUT:g}s "
+                    f"after {READ_IDLE_TIMEOUT:g}s without data: the connection is gone"
+                )
+            )
+            return
+        if self._ping_sent is None and now - self._last_read >= READ_IDLE_TIMEOUT:
+            self._ping_sent = now
+            self.h2.ping(_PING_DATA)
+            self._flush()
+            wait = PING_TIMEOUT
+        elif self._ping_sent is not None:
+            wait = self._ping_sent + PING_TIMEOUT - now
+        else:
+            wait = self._last_read + READ_IDLE_TIMEOUT - now
+        self._health = manager.reactor.callLater(max(wait, 0.0), self._check_health)
+
+    def _stop_health(self) -> None:
+        timer, self._health = self._health, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _idle_expired(self) -> None:
         self._idle_timer = None
         if not self.exchanges:
@@ -522,6 +572,7 @@ class H2ClientConnection(TwistedProtocol):
             return
         self.closed = True
         self._stop_idle()
+        self._stop_health()
         manager = self.manager
         if manager is not None:
             manager.forget(self)
@@ -533,6 +584,8 @@ class H2ClientConnection(TwistedProtocol):
         self.transport.loseConnection()
 
     def _abort(self, error: Exception) -> None:
+        self._stop_idle()
+        self._stop_health()
         if not self.closed:
             self.closed = True
             self.transport.abortConnection()

@@ -411,4 +411,3 @@ class WatchStream:
 
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
         self._cleanup()
-

@@ -15,6 +15,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
+    PingReceived,
     RequestReceived,
     StreamReset,
     WindowUpdated,
@@ -31,6 +32,8 @@ from clustergateway.proxy.dial import DialError
 from clustergateway.proxy.h1client import ResponseHead, UpstreamProtocolError
 from clustergateway.proxy.h2client import (
     CONNECTION_WINDOW,
+    PING_TIMEOUT,
+    READ_IDLE_TIMEOUT,
     STREAM_WINDOW,
     H2ClientConnection,
     H2Streams,
@@ -505,3 +508,43 @@ def test_metrics_count_one_new_connection_then_reuses_and_first_bytes():
     assert recorder.closed == 0
     cluster.client.transport.close_by_peer()
     assert recorder.closed == 1
+
+
+def test_a_silent_connection_is_pinged_and_kept_while_the_cluster_answers():
+    """After READ_IDLE_TIMEOUT without a frame the client sends a PING (client-go's
+    health check); an answered PING keeps the connection and its quiet watch."""
+    manager, endpoint, clock = streams()
+    sink, _, _ = watch(manager)
+    cluster = endpoint.clusters[0]
+    cluster.respond(1)
+    cluster.events.clear()
+    clock.advance(READ_IDLE_TIMEOUT - 1)
+    cluster.pump()
+    assert not [e for e in cluster.events if isinstance(e, PingReceived)]
+    clock.advance(1)
+    cluster.pump()  # the cluster reads the PING and acknowledges it
+    assert [e for e in cluster.events if isinstance(e, PingReceived)]
+    clock.advance(PING_TIMEOUT + 1)
+    assert not cluster.client.transport.disconnecting
+    assert sink.failures == []
+    cluster.send(1, b"event\n")  # the watch still works
+    assert sink.body == [b"event\n"]
+
+
+def test_an_unanswered_ping_ends_the_connection_and_the_watch_hears_why():
+    """A cluster that stops answering (a dead route): after READ_IDLE_TIMEOUT plus
+    PING_TIMEOUT the connection is aborted and each watch on it ends with the cause,
+    so its client can watch again."""
+    manager, endpoint, clock = streams()
+    sink, _, _ = watch(manager)
+    cluster = endpoint.clusters[0]
+    cluster.respond(1)
+    clock.advance(READ_IDLE_TIMEOUT)
+    cluster.client.transport.clear()  # the PING is lost on the way
+    clock.advance(PING_TIMEOUT)
+    assert cluster.client.transport.aborted
+    assert len(sink.failures) == 1
+    reason, head_received = sink.failures[0]
+    assert head_received
+    assert "did not answer an HTTP/2 PING" in str(reason.value)
+    assert not clock.getDelayedCalls() or all(not c.active() for c in clock.getDelayedCalls())
