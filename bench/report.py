@@ -383,7 +383,7 @@ def markdown(results: dict[str, Any]) -> str:
     wt = scen.get("watches")
     if wt and wt.get("targets"):
         rows = []
-        for name in ORDER:
+        for name in (*ORDER, "gateway-h2"):
             r = wt["targets"].get(name)
             if not r:
                 continue

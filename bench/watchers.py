@@ -138,6 +138,74 @@ async def _watch(
         release()
 
 
+async def _h2_watches(
+    watches: list[Watch],
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    headers: list[tuple[bytes, bytes]],
+    gate: asyncio.Semaphore,
+) -> None:
+    """``watches`` as streams of one HTTP/2 connection, as the kube-aggregator
+    carries its callers' watches to an aggregated apiserver."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.events import DataReceived, ResponseReceived, StreamEnded, StreamReset
+
+    by_stream: dict[int, Watch] = {}
+    try:
+        async with gate:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host, limit=1 << 16
+            )
+            for w in watches:
+                w.writer = writer
+            conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+            conn.initiate_connection()
+            conn.increment_flow_control_window(1 << 30)
+            for w in watches:
+                stream_id = conn.get_next_available_stream_id()
+                conn.send_headers(stream_id, headers, end_stream=True)
+                by_stream[stream_id] = w
+                w.sent.set()
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                w = by_stream.get(getattr(event, "stream_id", 0) or 0)
+                if w is None:
+                    continue
+                if isinstance(event, ResponseReceived):
+                    status = dict(event.headers).get(b":status", b"")
+                    if status == b"200":
+                        w.got_head = True
+                    else:
+                        w.error = f"HTTP/2 status {status.decode(errors='replace')}"
+                    w.head.set()
+                elif isinstance(event, DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    if w.armed and w.first_event_at is None:
+                        w.first_event_at = time.perf_counter()
+                elif isinstance(event, (StreamEnded, StreamReset)):
+                    w.error = w.error or "the stream ended"
+                    w.head.set()
+            out = conn.data_to_send()
+            if out:
+                writer.write(out)
+        for w in watches:
+            if not w.got_head:
+                w.error = w.error or "closed before the response head"
+                w.head.set()
+    except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+        for w in watches:
+            w.error = f"{type(e).__name__}: {e}"
+            w.sent.set()
+            w.head.set()
+
+
 def _post(args: argparse.Namespace, path: str, obj: dict[str, Any]) -> float:
     """POST ``obj`` at the upstream; returns the perf_counter just before sending."""
     context = ssl.create_default_context(cafile=args.trigger_ca)
@@ -205,7 +273,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     context = None
     if args.tls:
         context = ssl.create_default_context(cafile=args.ca)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(["h2"] if args.h2 else ["http/1.1"])
     namespace = args.namespace
     path = f"{args.prefix}/api/v1/namespaces/{namespace}/configmaps?watch=1"
     lines = [f"GET {path} HTTP/1.1", f"Host: {args.host}:{args.port}", "Accept: application/json"]
@@ -218,10 +286,30 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     gate = asyncio.Semaphore(args.parallel)
     watches = [Watch() for _ in range(args.count)]
     started = time.perf_counter()
-    tasks = [
-        asyncio.ensure_future(_watch(w, args.host, args.port, context, request, gate))
-        for w in watches
-    ]
+    if args.h2:
+        assert context is not None, "--h2 needs --tls"
+        h2_headers = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", f"{args.host}:{args.port}".encode()),
+            (b":path", path.encode()),
+            (b"accept", b"application/json"),
+        ] + [
+            (name.strip().lower().encode(), value.strip().encode())
+            for name, _, value in (h.partition(":") for h in args.header)
+        ]
+        per = args.streams_per_connection
+        tasks = [
+            asyncio.ensure_future(
+                _h2_watches(watches[i : i + per], args.host, args.port, context, h2_headers, gate)
+            )
+            for i in range(0, len(watches), per)
+        ]
+    else:
+        tasks = [
+            asyncio.ensure_future(_watch(w, args.host, args.port, context, request, gate))
+            for w in watches
+        ]
     await asyncio.gather(*(w.sent.wait() for w in watches))
     sent_at = time.perf_counter()
     await _wait_established(watches, pid, fds_before, args)
@@ -284,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--parallel", type=int, default=100)
+    parser.add_argument(
+        "--h2",
+        action="store_true",
+        help="carry the watches as HTTP/2 streams (TLS only), as the kube-aggregator does",
+    )
+    parser.add_argument("--streams-per-connection", type=int, default=200)
     parser.add_argument("--pid", type=int, required=True, help="server whose RSS is read")
     parser.add_argument("--head-wait", type=float, default=600.0)
     parser.add_argument("--head-idle", type=float, default=5.0)

@@ -7,6 +7,11 @@ HTTP/1.1 connection as kubectl does, then measures the proxy's RSS per watch
 upstream, to reach every watch (this includes the simulator writing N
 events and the client reading them, both on core 1, for either proxy alike).
 
+A second gateway run (``gateway-h2``) carries the same watches as streams of
+HTTP/2 connections, 200 per connection, as the kube-aggregator does in front
+of an aggregated apiserver: the gateway's production path.  ``kubectl
+proxy`` serves HTTP/1.1 only and has no such row.
+
 N defaults to 10,000 but is capped by the open-file limit: a proxy holds two
 sockets per watch (client side and upstream), and ``RLIMIT_NOFILE`` cannot be
 raised above its hard limit without privileges; the cap used is recorded.
@@ -39,7 +44,7 @@ def watch_cap() -> int:
     return max(1, (limit - _FD_RESERVE) // 2)
 
 
-def _one(ctx: Context, target: Target, count: int) -> dict[str, Any]:
+def _one(ctx: Context, target: Target, count: int, h2: bool = False) -> dict[str, Any]:
     topo = ctx.topo
     sim_port = topo.ports["simulator"]
     namespace = f"bench-watch-{uuid.uuid4().hex[:8]}"
@@ -63,9 +68,12 @@ def _one(ctx: Context, target: Target, count: int) -> dict[str, Any]:
     ]
     if target.tls:
         argv += ["--tls", f"--ca={target.ca}"]
+    if h2:
+        argv.append("--h2")
     for name, value in target.headers:
         argv.append(f"--header={name}: {value}")
-    ctx.log(f"watches: {target.name}, {count} watches")
+    label = f"{target.name}{'-h2' if h2 else ''}"
+    ctx.log(f"watches: {label}, {count} watches")
     done = subprocess.run(
         argv, capture_output=True, timeout=900, cwd=Path(__file__).resolve().parents[2]
     )
@@ -73,7 +81,7 @@ def _one(ctx: Context, target: Target, count: int) -> dict[str, Any]:
         raise RuntimeError(f"watch client failed: {done.stderr.decode(errors='replace')[-450:]}")
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     ctx.log(
-        f"  {target.name}: {result['live']} live, {result['rss_per_watch_kib']} KiB/watch, "
+        f"  {label}: {result['live']} live, {result['rss_per_watch_kib']} KiB/watch, "
         f"event to all in {result['event_ms']['all']} ms"
     )
     return result
@@ -95,7 +103,11 @@ def run(ctx: Context) -> dict[str, Any]:
             "gateway": ctx.proxy_core,
             "client": ctx.load_core,
         },
-        "client_side": {"kubectl-proxy": "plain HTTP", "gateway": "TLS"},
+        "client_side": {
+            "kubectl-proxy": "plain HTTP",
+            "gateway": "TLS",
+            "gateway-h2": "TLS, HTTP/2, 200 streams per connection",
+        },
         "targets": {},
     }
     topo = ctx.topo
@@ -107,4 +119,8 @@ def run(ctx: Context) -> dict[str, Any]:
         gw = gateways["simulator"]
         topo.probe(gw, "/api/v1/namespaces/default/configmaps")
         results["targets"]["gateway"] = _one(ctx, gw, count)
+    with topo.gateway() as gateways:  # a fresh process: RSS from a clean start
+        gw = gateways["simulator"]
+        topo.probe(gw, "/api/v1/namespaces/default/configmaps")
+        results["targets"]["gateway-h2"] = _one(ctx, gw, count, h2=True)
     return results

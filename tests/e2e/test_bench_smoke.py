@@ -57,3 +57,39 @@ def test_quick_crud_run_writes_results(tmp_path: Path) -> None:
     assert "ConfigMap create → update → delete, 5 rounds" in table
     assert "| flow |" in table
     assert results["meta"]["cores"] == {"server_under_test": "0", "load_and_upstreams": "1"}
+
+
+def test_quick_watches_run_reaches_every_watch(tmp_path: Path) -> None:
+    """200 watches through kubectl proxy, the gateway (a TLS connection each) and the
+    gateway again as HTTP/2 streams (as the kube-aggregator sends them): every watch
+    is live, gets its response head, and receives the one event."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "watches",
+            "--watches",
+            "200",
+            "--no-plots",
+            "--no-profile",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "smoke",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert results["errors"] == {}
+    targets = results["scenarios"]["watches"]["targets"]
+    assert sorted(targets) == ["gateway", "gateway-h2", "kubectl-proxy"]
+    for name, row in targets.items():
+        assert (row["live"], row["heads_seen"], row["events_received"]) == (200, 200, 200), name
+        assert row["errors"] == {}, name
+    assert "| gateway-h2 | 200 |" in (tmp_path / "smoke.md").read_text()
