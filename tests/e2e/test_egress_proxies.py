@@ -40,7 +40,8 @@ async def start(gateway_factory: GatewayFactory, *secrets: Any, **config: Any) -
 
 
 async def exec_and_watch(gateway: RunningGateway, sim: SimulatedCluster, kubectl: str) -> None:
-    """kubectl exec and a watch through the gateway (and so through the proxy)."""
+    """kubectl exec and a watch through the gateway (and so through the proxy); the
+    watch rides an HTTP/2 connection to the cluster, negotiated inside the tunnel."""
     kc = gateway.proxy_kubeconfig("c1")
     result = await run_kubectl(kubectl, kc, "exec", "demo", "--", "echo", "through-the-proxy")
     assert (result.returncode, result.stdout) == (0, b"through-the-proxy\n"), result.stderr
@@ -52,6 +53,7 @@ async def exec_and_watch(gateway: RunningGateway, sim: SimulatedCluster, kubectl
     watch = StreamingKubectl.start(kubectl, kc, "get", "configmaps", "-w", "--no-headers")
     try:
         await wait_until(lambda: len(sim.watches) >= 1, timeout=30)
+        assert "h2" in sim.connection_protocols()
         sim.store.put(
             {
                 "apiVersion": "v1",
