@@ -65,7 +65,10 @@ _log = Logger()
 #: One TLS record carries at most 16 KiB of plaintext; a read that filled
 #: this much may have more records behind it in OpenSSL's buffer.
 _RECORD = 16384
-_RECORDS_PER_READ = 8
+#: Records one read decrypts before handing them over: 16 (256 KiB) took
+#: ~5-6% off the CPU per MiB of a splice and of 64 MiB GETs against 8
+#: (fewer passes through the reactor and the receiving protocol per MiB).
+_RECORDS_PER_READ = 16
 
 
 class _SocketTLS:
