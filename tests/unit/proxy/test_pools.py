@@ -236,3 +236,61 @@ async def test_new_upstream_connections_log_nothing() -> None:
     ours = [e for e in events if "factory" in e and client_endpoint not in repr(e["factory"])]
     assert len(ours) == 0
     assert len(plain.requests) == 2
+
+
+@attrs.define
+class _Recorded:
+    """Stands in for a pool or the HTTP/2 streams: records what it was asked to send."""
+
+    calls: list[tuple[Any, ...]] = attrs.field(factory=list)
+    retired: bool = False
+
+    def request(self, *args: Any, **kwargs: Any) -> str:
+        self.calls.append((*args, *sorted(kwargs.items())))
+        return "exchange"
+
+    def close(self) -> None:
+        self.retired = True
+
+
+def _outbound(upstream: Any, method: bytes, body: bytes | None, timeout: float | None) -> Any:
+    from clustergateway.proxy.resource import Outbound
+
+    headers = [(b"Host", [b"127.0.0.1:6443"]), (b"Authorization", [b"Bearer t"])]
+    return Outbound(upstream, method, b"/api/v1/pods?watch=1", headers, body, False, timeout)
+
+
+def test_send_puts_long_running_gets_on_http2_streams_and_the_rest_on_the_pool() -> None:
+    """``ClusterUpstream.send``: a GET without a response-head timeout (a watch, ``logs
+    -f``) goes to the HTTP/2 streams; a timed GET, a body or another method to the
+    HTTP/1.1 pool; with HTTP/2 off (``http2_long_running``) everything to the pool."""
+    from clustergateway.proxy.pools import PoolSettings
+
+    pools = ClusterPools(MemoryReactorClock())
+    upstream = pools.upstream_for(cluster(), TOKEN)
+    assert upstream.streams is not None  # https cluster: HTTP/2 for long-running requests
+    pool, streams = _Recorded(), _Recorded()
+    upstream.pool, upstream.streams = pool, streams  # type: ignore[assignment]
+    assert upstream.send("sink", _outbound(upstream, b"GET", None, None)) == "exchange"
+    assert len(streams.calls) == 1 and pool.calls == []
+    sink, method, path, headers, fallback = streams.calls[0]
+    assert (sink, method, path) == ("sink", b"GET", b"/api/v1/pods?watch=1")
+    fallback("sink")  # the HTTP/1.1 way, should the cluster not speak h2
+    assert pool.calls[-1][0] == "sink" and b"watch=1" in pool.calls[-1][1]
+    pool.calls.clear()
+    upstream.send("sink", _outbound(upstream, b"GET", None, 75.0))
+    upstream.send("sink", _outbound(upstream, b"DELETE", None, None))
+    upstream.send("sink", _outbound(upstream, b"GET", b"{}", None))
+    assert len(streams.calls) == 1 and len(pool.calls) == 3
+    assert [c[-1] for c in pool.calls] == [
+        ("method", b"GET"),
+        ("method", b"DELETE"),
+        ("method", b"GET"),
+    ]
+    upstream.retire()
+    assert pool.retired and streams.retired
+
+    off = ClusterPools(MemoryReactorClock(), PoolSettings(http2_long_running=False))
+    assert off.upstream_for(cluster(), TOKEN).streams is None
+    plain = pools.upstream_for(cluster("http://127.0.0.1:8080", name="plain"), TOKEN)
+    assert plain.streams is None  # no TLS, no ALPN: HTTP/1.1
