@@ -67,6 +67,7 @@ from clustergateway.proxy.h1client import (
     ResponseSink,
     UpstreamProtocolError,
 )
+from clustergateway.proxy.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from clustergateway.observe.metrics import ClusterMetrics
@@ -101,20 +102,10 @@ READ_IDLE_TIMEOUT = 30.0
 PING_TIMEOUT = 15.0
 _PING_DATA = b"cg-alive"
 
-#: Request headers that HTTP/2 forbids (connection-specific) or carries as
-#: pseudo-headers (``Host`` becomes ``:authority``).
-_NOT_SENT = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"http2-settings",
-    }
-)
+#: Request headers that HTTP/2 forbids (connection-specific: the hop-by-hop
+#: ones and h2c's upgrade settings) or carries as pseudo-headers (``Host``
+#: becomes ``:authority``).
+_NOT_SENT = HOP_BY_HOP | {b"host", b"http2-settings"}
 
 
 def h2_request_headers(

@@ -91,13 +91,13 @@ class ClusterUpstream:
         pool = self.pool
         long_running = out.timeout is None and out.body is None and out.method == b"GET"
         if streams is not None and long_running:
-            data = out.request_bytes()
+            # Serialized for HTTP/1.1 only if the cluster turns out not to speak h2.
             return streams.request(
                 sink,
                 out.method,
                 out.path,
                 out.headers,
-                lambda s: pool.request(s, data, method=b"GET", has_body=False),
+                lambda s: pool.request(s, out.request_bytes(), method=b"GET", has_body=False),
             )
         return pool.request(
             sink, out.request_bytes(), method=out.method, has_body=out.body is not None
