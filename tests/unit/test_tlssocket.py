@@ -345,16 +345,23 @@ async def test_a_client_that_is_not_tls_is_dropped(pki: Pki) -> None:
     await _close(port, client, server)
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_handshake_done_within_the_first_call_still_reaches_the_protocol(
-    pki: Pki, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On loopback a quick server can answer while the client's first
-    ``do_handshake`` is still running, so the handshake completes inside it:
-    the application protocol must already be connected to hear
-    ``handshakeCompleted`` (it was not, and a connection to such a cluster
-    waited for its 10 s handshake timeout).  Forced here by letting the
-    first call wait for the server's answer, which comes from a thread."""
+@attrs.define
+class _QuickServer:
+    """A TLS server in a thread that answers ``ping`` with ``pong``, and a client
+    whose first handshake step waits for the server's whole answer, so the
+    handshake completes inside that first call (as on a loaded loopback)."""
+
+    port: int
+    served: list[bytes]
+    thread: Any
+    listener: Any
+
+    def finish(self) -> None:
+        self.thread.join(5)
+        self.listener.close()
+
+
+def _quick_server(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> _QuickServer:
     import select
     import socket
     import ssl as stdlib_ssl
@@ -396,17 +403,55 @@ async def test_a_handshake_done_within_the_first_call_still_reaches_the_protocol
         return real(self)
 
     monkeypatch.setattr(tlssocket._SocketTLS, "_tls_handshake", first_call_waits)
+    return _QuickServer(listener.getsockname()[1], served, thread, listener)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_done_within_the_first_call_still_reaches_the_protocol(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On loopback a quick server can answer while the client's first
+    ``do_handshake`` is still running, so the handshake completes inside it:
+    the application protocol must already be connected to hear
+    ``handshakeCompleted`` (it was not, and a connection to such a cluster
+    waited for its 10 s handshake timeout).  Forced here by letting the
+    first call wait for the server's answer, which comes from a thread."""
+    server = _quick_server(pki, monkeypatch)
     creator = ssl.optionsForClientTLS("127.0.0.1", _ca(pki))
-    endpoint = TCP4ClientEndpoint(reactor(), "127.0.0.1", listener.getsockname()[1])
+    endpoint = TCP4ClientEndpoint(reactor(), "127.0.0.1", server.port)
     starter = await endpoint.connect(ClientTLSFactory(creator, Factory.forProtocol(Shaker)))
     client: Shaker = starter.app  # type: ignore[attr-defined]
     await client.shaken
     client.transport.write(b"ping")
     assert await client.wait_for(4) == b"pong"
     await client.lost
-    thread.join(5)
-    listener.close()
-    assert served == [b"ping"]
+    server.finish()
+    assert server.served == [b"ping"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cluster_dial_whose_handshake_ends_within_the_first_call_keeps_its_connection(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same early handshake through the proxy's ``UpstreamEndpoint``: the
+    connection it hands out is used, not aborted.  It was aborted, because the
+    endpoint took its already-fired result for a timeout when the TCP connect
+    reported in after the handshake; under CPU load a proxied request then
+    failed with ``ConnectionAborted`` (a 502; the demo test failed about one
+    run in twenty on a loaded machine)."""
+    from clustergateway.proxy.dial import UpstreamEndpoint
+
+    server = _quick_server(pki, monkeypatch)
+    creator = ssl.optionsForClientTLS("127.0.0.1", _ca(pki))
+    stream = TCP4ClientEndpoint(reactor(), "127.0.0.1", server.port)
+    endpoint = UpstreamEndpoint(reactor(), stream, f"127.0.0.1:{server.port}", creator)
+    client: Recorder = await endpoint.connect(Factory.forProtocol(Recorder))
+    client.transport.write(b"ping")
+    await client.lost
+    assert client.reason is not None and not client.reason.check(error.ConnectionAborted)
+    assert bytes(client.received) == b"pong"
+    server.finish()
+    assert server.served == [b"ping"]
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)

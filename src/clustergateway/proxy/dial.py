@@ -195,6 +195,8 @@ class _Attempt:
     started: float = 0.0
     dial_s: float | None = None
     tls_s: float | None = None
+    #: The application protocol is connected (the result fired with it).
+    succeeded: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.result = Deferred(self._cancel)
@@ -257,6 +259,7 @@ class _Attempt:
         else:
             self.tls_s = _now(self.reactor) - self.started - self.dial_s
         if not self.result.called:
+            self.succeeded = True
             self.result.callback(protocol)
 
     def failed(
@@ -330,6 +333,11 @@ class UpstreamEndpoint:
         attempt.wait_stream(pending)
 
         def on_stream(protocol: Any) -> None:
+            if attempt.succeeded:
+                # The TLS handshake already finished inside the stream's own
+                # connect (a quick server answered while the client's first
+                # handshake step ran): the connection is in use, keep it.
+                return
             if attempt.result.called:
                 # Settled meanwhile (timeout/cancel): drop the late connection.
                 if protocol is not None and protocol.transport is not None:
