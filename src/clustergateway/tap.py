@@ -25,6 +25,7 @@ from twisted.python import usage
 
 from clustergateway.auth.guard import RequestGuard, StandaloneGuard
 from clustergateway.auth.tlstrust import ServerTLS
+from clustergateway.cli import run_subcommand
 from clustergateway.config import PROG, ConfigError, GatewayConfig, Options
 from clustergateway.observe.logs import AccessLog
 from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
@@ -455,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     Flags are checked first so that a bad one stops the start with one line.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    run_subcommand(args)  # ``cluster-gateway patch …`` and the like (clustergateway.cli)
     options = Options()  # type: ignore[no-untyped-call]
     try:
         options.parseOptions(args)  # type: ignore[no-untyped-call]
