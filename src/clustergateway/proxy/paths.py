@@ -6,20 +6,32 @@ percent-encoded, so ``%2F`` stays ``%2F``), joined under the endpoint's own
 path, and the query unchanged except for the ``__dryRun`` → ``dryRun`` rename
 (spec §3.1).  Unlike the Go gateway this does not clean the path (no
 ``path.Join``) and does not answer an empty subpath with a 301 (quirk 9).
+
+The subpath must stay under the endpoint's path however it is encoded:
+:func:`confine_subpath` refuses any segment that a server could resolve as
+``.`` or ``..`` (percent-encoded once or several times, split at ``%2F`` or
+``\\``, or written with Unicode look-alikes), a NUL, and bytes that are not
+UTF-8.  No Kubernetes API path contains such a segment, so what passes is
+forwarded as received and is already its own dot-segment-normalized form
+(RFC 3986 §5.2.4): nothing in it can climb out of the endpoint's path.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+import re
+import unicodedata
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import attrs
 
 from clustergateway.registry.model import EndpointSpec
 
 __all__ = [
+    "PathOutsideEndpoint",
     "UpstreamTarget",
     "UnsupportedEndpoint",
+    "confine_subpath",
     "ip_version",
     "is_long_running",
     "join_path",
@@ -33,6 +45,10 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 # apiserver does it (``Convert_Slice_string_To_bool``): present and not one of
 # these means true.
 _FALSE_VALUES = frozenset({b"0", b"f", b"false", b"n", b"no"})
+
+
+class PathOutsideEndpoint(ValueError):
+    """A proxied subpath that could resolve outside the cluster's endpoint path."""
 
 
 class UnsupportedEndpoint(ValueError):
@@ -135,6 +151,57 @@ def split_uri(uri: bytes) -> tuple[bytes, bytes]:
     """``(path, query)`` of a raw request URI; ``query`` excludes the ``?``."""
     path, _, query = uri.partition(b"?")
     return path, query
+
+
+# Decoding rounds a chain of servers in front of an apiserver might apply
+# (``%252e`` → ``%2e`` → ``.``); past this, a segment still holding ``%`` is refused.
+_DECODE_ROUNDS = 3
+_DOT_SEGMENTS = frozenset({".", ".."})
+_SEPARATORS = re.compile(r"[/\\]")
+# No dot, escape, backslash, NUL or non-ASCII byte: nothing to decode or fold.
+_PLAIN_PATH = re.compile(rb"[^.%\\\x00\x80-\xff]*")
+
+
+def confine_subpath(subpath: bytes) -> bytes:
+    """``subpath`` when nothing in it can leave the endpoint's path; else raise.
+
+    Each segment is percent-decoded up to :data:`_DECODE_ROUNDS` times; every
+    form on the way is split at ``/`` and ``\\`` and NFKC-folded (``．．`` is
+    ``..`` to some servers), and no piece may be ``.`` or ``..``.  A NUL or
+    bytes that are not UTF-8 (overlong encodings of ``.`` among them) are
+    refused too.  Raises :class:`PathOutsideEndpoint` with the reason.
+    """
+    if _PLAIN_PATH.fullmatch(subpath):
+        return subpath  # the common case: plain Kubernetes API paths
+    for segment in subpath.split(b"/"):
+        _check_segment(segment)
+    return subpath
+
+
+def _check_segment(segment: bytes) -> None:
+    form = segment
+    for _ in range(_DECODE_ROUNDS + 1):
+        if b"\x00" in form:
+            raise PathOutsideEndpoint("the proxied path contains a NUL byte")
+        try:
+            text = form.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PathOutsideEndpoint("the proxied path is not valid UTF-8") from None
+        for piece in _SEPARATORS.split(unicodedata.normalize("NFKC", text)):
+            if piece in _DOT_SEGMENTS:
+                raise PathOutsideEndpoint(
+                    "the proxied path contains a '.' or '..' segment (encoded or not), "
+                    "which could leave the cluster's endpoint path"
+                )
+        if b"%" not in form:
+            return
+        decoded = unquote_to_bytes(form)
+        if decoded == form:
+            return
+        form = decoded
+    raise PathOutsideEndpoint(
+        f"the proxied path is percent-encoded more than {_DECODE_ROUNDS} times"
+    )
 
 
 def join_path(base_path: bytes, subpath: bytes) -> bytes:

@@ -29,6 +29,7 @@ from clustergateway.auth.subpath import target_request_info
 from clustergateway.auth.user import UserInfo
 from clustergateway.eager import Pending, run_eagerly
 from clustergateway.errors import (
+    BadRequest,
     InternalError,
     ServiceUnavailable,
     StatusError,
@@ -41,7 +42,14 @@ from clustergateway.proxy.dial import StreamDialer
 from clustergateway.proxy.forward import StreamingForward, finish_with_status
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
-from clustergateway.proxy.paths import is_long_running, join_path, rewrite_query, split_uri
+from clustergateway.proxy.paths import (
+    PathOutsideEndpoint,
+    confine_subpath,
+    is_long_running,
+    join_path,
+    rewrite_query,
+    split_uri,
+)
 from clustergateway.proxy.pools import ClusterPools, ClusterUpstream, PoolSettings
 from clustergateway.proxy.upgrade import SpliceSettings, UpgradeSplice
 from clustergateway.registry.model import ClusterGateway, ClusterRegistry
@@ -304,6 +312,10 @@ class ClusterProxy:
         """
         method = request.method
         _, query = split_uri(request.uri)
+        try:
+            confine_subpath(subpath)
+        except PathOutsideEndpoint as e:
+            raise BadRequest(f"cluster {cluster.name}: {e}") from None
         if self.authorize_target is not None:
             await self.authorize_target(
                 user,
