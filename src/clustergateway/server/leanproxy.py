@@ -38,13 +38,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import attrs
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, parse_qs
 from twisted.web.http_headers import Headers, _nameEncoder
 
 from clustergateway import errors
