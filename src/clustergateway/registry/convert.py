@@ -131,9 +131,14 @@ def secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
 
     ``stringData`` wins over ``data`` for the same key, as the apiserver merges
     them on write (it appears in hand-written files of the local directory).
-    Raises ``ValueError`` naming the key whose value is not base64.
+    Decoding is as strict as kube-apiserver's (Go's ``StdEncoding``): padded
+    quanta of four, ``=`` only at the end, nothing after it; and the whole is
+    capped at :data:`MAX_SECRET_BYTES` like the apiserver caps a Secret (keys
+    and values together), checked before a long value is decoded.
+    Raises ``ValueError`` naming the key whose value is not base64, or the size.
     """
     result: dict[str, bytes] = {}
+    total = 0
     data = secret.get("data")
     if isinstance(data, Mapping):
         for key, value in data.items():
@@ -144,15 +149,33 @@ def secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
                 raise ValueError(f"data key {_quote(str(key))} is not a base64 string")
             # Go's base64 decoder skips CR/LF (multi-line YAML values); nothing else.
             cleaned = value.replace("\r", "").replace("\n", "")
-            try:
-                result[str(key)] = base64.b64decode(cleaned, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError(f"data key {_quote(str(key))} is not valid base64") from None
+            total += len(str(key)) + len(cleaned) // 4 * 3
+            if total > MAX_SECRET_BYTES:
+                raise ValueError(_TOO_LARGE)
+            result[str(key)] = _strict_b64decode(cleaned, str(key))
     string_data = secret.get("stringData")
     if isinstance(string_data, Mapping):
         for key, value in string_data.items():
             result[str(key)] = b"" if value is None else str(value).encode()
+    if sum(len(k) + len(v) for k, v in result.items()) > MAX_SECRET_BYTES:
+        raise ValueError(_TOO_LARGE)
     return result
+
+
+#: kube-apiserver's limit on a Secret's data (``MaxSecretSize``).
+MAX_SECRET_BYTES = 1024 * 1024
+_TOO_LARGE = "the secret's data is larger than 1 MiB, the most a Kubernetes Secret holds"
+
+
+def _strict_b64decode(text: str, key: str) -> bytes:
+    # Python's strict mode rejects excess data after padding, but not padding
+    # on a complete quantum ("YWJj=") or a quantum of padding ("YWJj====").
+    if len(text) % 4 or "=" in text[:-2]:
+        raise ValueError(f"data key {_quote(key)} is not valid base64")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"data key {_quote(key)} is not valid base64") from None
 
 
 def _text(data: Mapping[str, bytes], key: str) -> str:

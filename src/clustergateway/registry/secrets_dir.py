@@ -20,9 +20,11 @@ What is read:
   with the same name: the one in the first file (by name) wins, the other is
   logged.
 
-A file that cannot be parsed is logged once (per version of the file, without
-its content: it may hold credentials) and contributes no Secrets; the other
-files are unaffected.
+A file that cannot be parsed — bad syntax, not UTF-8, larger than
+:data:`MAX_FILE_BYTES`, nested deeper than :data:`MAX_DEPTH`, whatever the
+parser raises — is logged once (per version of the file, without its content:
+it may hold credentials) and contributes no Secrets; the other files are
+unaffected and every scan still delivers them.
 
 ``on_synced`` (optional, e.g. ``GatewayMetrics.registry_synced``) is called
 after every scan that could read the directory, changed or not: the registry
@@ -51,6 +53,10 @@ from clustergateway.registry.store import SecretRegistry
 __all__ = ["DirectorySecretSource", "ManifestError", "parse_manifests"]
 
 _EXTENSIONS = (".yaml", ".yml", ".json")
+#: A file larger than this is not read (kube-apiserver caps one Secret at 1 MiB).
+MAX_FILE_BYTES = 8 * 1024 * 1024
+#: Nesting deeper than this is no Secret (theirs is a few levels, managedFields ~10).
+MAX_DEPTH = 64
 
 
 class ManifestError(ValueError):
@@ -118,9 +124,32 @@ def _secrets_of(document: Any, where: str, out: list[dict[str, Any]]) -> None:
     out.append(document)
 
 
+def _too_deep(document: Any, limit: int) -> bool:
+    """Whether ``document`` nests deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_manifests(text: str, *, is_json: bool = False) -> list[dict[str, Any]]:
     """The Secrets among the documents of one manifest file; :class:`ManifestError` if bad."""
-    documents = _json_documents(text) if is_json else _yaml_documents(text)
+    try:
+        documents = _json_documents(text) if is_json else _yaml_documents(text)
+    except RecursionError:
+        raise ManifestError("a document is nested too deeply to parse") from None
+    for index, document in enumerate(documents):
+        if _too_deep(document, MAX_DEPTH):
+            raise ManifestError(f"document {index + 1} is nested deeper than {MAX_DEPTH} levels")
     secrets: list[dict[str, Any]] = []
     for index, document in enumerate(documents):
         _secrets_of(document, f"document {index + 1}", secrets)
@@ -209,21 +238,26 @@ class DirectorySecretSource(Service):
             if previous is not None and previous.signature == signature:
                 continue
             changed = True
-            self._files[name] = _FileState(signature, self._read(path))
+            self._files[name] = _FileState(signature, self._read(path, st.st_size))
         for name in set(self._files) - seen:
             del self._files[name]
             changed = True
         return changed
 
-    def _read(self, path: Path) -> tuple[Mapping[str, Any], ...]:
-        try:
-            text = path.read_text(encoding="utf-8")
-            return tuple(parse_manifests(text, is_json=path.suffix == ".json"))
-        except UnicodeDecodeError:
-            problem = "not UTF-8 text"
-        except OSError as e:
-            problem = e.strerror or type(e).__name__
-        except ManifestError as e:
-            problem = str(e)
+    def _read(self, path: Path, size: int) -> tuple[Mapping[str, Any], ...]:
+        if size > MAX_FILE_BYTES:
+            problem = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+                return tuple(parse_manifests(text, is_json=path.suffix == ".json"))
+            except UnicodeDecodeError:
+                problem = "not UTF-8 text"
+            except OSError as e:
+                problem = e.strerror or type(e).__name__
+            except ManifestError as e:
+                problem = str(e)
+            except Exception as e:  # whatever a parser raises: this file only, never the scan
+                problem = f"unreadable ({type(e).__name__})"
         self._log.error("Ignoring secrets file {file}: {problem}", file=str(path), problem=problem)
         return ()

@@ -203,7 +203,7 @@ class SecretRegistry:
         """
         incoming: dict[str, Mapping[str, Any]] = {}
         for secret in secrets:
-            if not is_cluster_secret(secret, self.group):
+            if not isinstance(secret, Mapping) or not is_cluster_secret(secret, self.group):
                 continue
             name = _name(secret)
             if not name:
@@ -233,6 +233,8 @@ class SecretRegistry:
         event older than what the registry holds (integer resourceVersions)
         is dropped.
         """
+        if not isinstance(secret, Mapping):
+            return
         name = _name(secret)
         if not name or event_type not in ("ADDED", "MODIFIED", "DELETED"):
             return

@@ -9,7 +9,6 @@ resolve under the endpoint's path after all of that.
 
 from __future__ import annotations
 
-import posixpath
 import unicodedata
 from urllib.parse import unquote_to_bytes
 

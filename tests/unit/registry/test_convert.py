@@ -369,6 +369,30 @@ def test_bad_base64() -> None:
     assert error_of(secret) == 'secret vela-system/c1: data key "token" is not valid base64'
 
 
+@pytest.mark.parametrize("value", ["dG9rZW4=", "dG9rZW4===", "dG9rZW4=\n=", "YWJj=", "YWJj===="])
+def test_base64_is_as_strict_as_the_apiserver(value: str) -> None:
+    """Padding where Go's StdEncoding allows it only: extra ``=`` is refused."""
+    secret = cluster_secret("c1", token=TOKEN)
+    secret["data"]["token"] = value
+    if value == "dG9rZW4=":
+        assert convert(secret).credential.token == "token"
+    else:
+        assert error_of(secret).endswith('data key "token" is not valid base64')
+
+
+@pytest.mark.parametrize("where", ["data", "stringData"])
+def test_secret_larger_than_the_apiserver_allows(where: str) -> None:
+    """A Secret over 1 MiB (kube-apiserver's cap) is refused before its value is decoded."""
+    secret = cluster_secret("c1", token=TOKEN)
+    big = "x" * (5 * 1024 * 1024)
+    if where == "data":
+        secret["data"]["padding"] = base64.b64encode(big.encode()).decode()
+    else:
+        secret["stringData"] = {"padding": big}
+    assert "larger than 1 MiB" in error_of(secret)
+    assert TOKEN not in error_of(secret)
+
+
 def test_data_value_not_string() -> None:
     """A data value that is not a string is an error naming the key."""
     secret = cluster_secret("c1", token=TOKEN)

@@ -220,3 +220,43 @@ def test_parse_manifests_documents() -> None:
     """Empty documents are skipped; ``*List`` kinds contribute their items."""
     text = "---\n---\nkind: SecretList\nitems:\n- kind: Secret\n  metadata: {name: a}\n"
     assert [s["metadata"]["name"] for s in parse_manifests(text)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [
+        ("deep.json", "[" * 5000 + "]" * 5000),
+        ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n"),
+        ("nested.yaml", "kind: Secret\nmetadata: {name: n}\ndata: " + "{a: " * 80 + "1" + "}" * 80),
+    ],
+)
+def test_deep_document_affects_only_its_file(
+    tmp_path: Path, setup, logged: list[str], filename: str, text: str
+) -> None:
+    """A document nested thousands of levels deep (or deeper than any Secret) is one
+    bad file: logged once without a traceback, and every scan still delivers the rest,
+    including clusters added after it."""
+    clock, registry, source, events = setup
+    write(tmp_path / "good.yaml", manifest("good"))
+    (tmp_path / filename).write_text(text)
+    source.startService()
+    write(tmp_path / "later.yaml", manifest("later"))
+    for _ in range(3):
+        clock.advance(1)
+    assert [e.name for e in registry.entries()] == ["good", "later"]
+    problems = [line for line in logged if filename in line]
+    assert len(problems) == 1, logged
+    assert "nested" in problems[0]
+    assert not [line for line in logged if "Traceback" in line or "failed" in line]
+
+
+def test_oversized_file_is_not_read(tmp_path: Path, setup, logged: list[str]) -> None:
+    """A file over the size cap is skipped unread (logged once); the others are served."""
+    clock, registry, source, events = setup
+    write(tmp_path / "good.yaml", manifest("good"))
+    with open(tmp_path / "huge.yaml", "wb") as f:
+        f.truncate(9 * 1024 * 1024)
+    source.startService()
+    clock.advance(1)
+    assert [e.name for e in registry.entries()] == ["good"]
+    assert [line for line in logged if "huge.yaml" in line and "larger than 8 MiB" in line]
