@@ -94,6 +94,9 @@ class _SocketTLS:
     _tls_writer: bool
     #: Queued with the reactor's ``write_soon``.
     _tls_write_soon: bool
+    #: Aborts a server connection whose handshake has not finished (set by the
+    #: factory's ``handshake_timeout``); cancelled by the handshake or the close.
+    _tls_deadline: Any
 
     # --- reading ---------------------------------------------------------
 
@@ -174,6 +177,7 @@ class _SocketTLS:
         if self._tls_failure is not None:  # failVerification() during the handshake
             return self._tls_failure.value
         self._tls_ready = True
+        self._tls_cancel_deadline()
         listener = IHandshakeListener(self.protocol, None)  # type: ignore[attr-defined]
         if listener is not None:
             listener.handshakeCompleted()
@@ -268,6 +272,17 @@ class _SocketTLS:
     def _closeWriteConnection(self) -> Any:  # noqa: N802 - Twisted's name
         self._send_close_notify()
         return super()._closeWriteConnection()  # type: ignore[misc]
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        self._tls_cancel_deadline()
+        super().connectionLost(reason)  # type: ignore[misc]
+
+    def _tls_cancel_deadline(self) -> None:
+        deadline = self._tls_deadline
+        if deadline is not None:
+            self._tls_deadline = None
+            if deadline.active():
+                deadline.cancel()
 
     # --- what TLS transports tell ----------------------------------------
 
@@ -378,6 +393,15 @@ def start_tls(transport: Any, memory: SSL.Connection, *, server: bool) -> None:
     transport._tls_wants_write = False
     transport._tls_writer = False
     transport._tls_write_soon = False
+    transport._tls_deadline = None
+
+
+def _handshake_expired(transport: Any) -> None:
+    """A peer that has not finished its handshake in time (a silent TCP connection, a
+    slow one) is cut: closing politely would wait for the handshake it never sends."""
+    transport._tls_deadline = None
+    if not transport.disconnected and not transport._tls_ready:
+        transport.abortConnection()
 
 
 def begin_handshake(transport: Any) -> None:
@@ -405,8 +429,15 @@ class _Starter(Protocol):
     """
 
     def __init__(
-        self, app: IProtocol, creator: Any, fallback: TLSMemoryBIOFactory, addr: Any, server: bool
+        self,
+        app: IProtocol,
+        creator: Any,
+        fallback: TLSMemoryBIOFactory,
+        addr: Any,
+        server: bool,
+        deadline: tuple[Any, float] | None = None,
     ):
+        self.deadline = deadline
         self.app = app
         self.creator = creator
         self.fallback = fallback
@@ -435,6 +466,9 @@ class _Starter(Protocol):
                 )
                 transport.abortConnection()
                 return
+            if self.deadline is not None:
+                clock, timeout = self.deadline
+                transport._tls_deadline = clock.callLater(timeout, _handshake_expired, transport)
             transport.protocol = self.app
             self.app.makeConnection(transport)
             if not self.server:
@@ -467,17 +501,28 @@ class _TLSFactory:
 
     _server: bool = False
 
-    def __init__(self, creator: Any, factory: IProtocolFactory, clock: Any = None) -> None:
+    def __init__(
+        self,
+        creator: Any,
+        factory: IProtocolFactory,
+        clock: Any = None,
+        handshake_timeout: float | None = None,
+    ) -> None:
+        """``handshake_timeout`` (seconds, with ``clock``): how long a connection may
+        take to finish its TLS handshake before it is aborted (TLS on the socket only)."""
         self.wrapped = factory
         self.creator = creator
         self._fallback = TLSMemoryBIOFactory(creator, not self._server, factory, clock=clock)
         self.noisy = False
+        self._deadline = (
+            (clock, handshake_timeout) if clock is not None and handshake_timeout else None
+        )
 
     def buildProtocol(self, addr: Any) -> IProtocol | None:  # noqa: N802 - Twisted's name
         app = self.wrapped.buildProtocol(addr)
         if app is None:
             return None
-        return _Starter(app, self.creator, self._fallback, addr, self._server)
+        return _Starter(app, self.creator, self._fallback, addr, self._server, self._deadline)
 
     def doStart(self) -> None:  # noqa: N802 - Twisted's name
         self.wrapped.doStart()

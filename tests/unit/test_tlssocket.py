@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -534,3 +535,43 @@ async def test_a_client_creator_that_fails_ends_the_dial_at_once_with_the_cause(
     assert not client.shaken.called
     assert [e["side"] for e in events if e.get("log_failure") is not None] == ["client"]
     await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_never_finishes_its_handshake_is_cut(pki: Pki) -> None:
+    """A TCP connection that never sends a hello (or stops half-way) is aborted at the
+    handshake deadline; one that finished its handshake is not touched by it."""
+    r = reactor()
+    accepted: list[Shaker] = []
+
+    def make_server() -> Shaker:
+        accepted.append(Shaker())
+        return accepted[-1]
+
+    port = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(
+        ServerTLSFactory(
+            server_options(pki), AlpnFactory([], make_server), clock=r, handshake_timeout=0.3
+        )
+    )
+    silent = Recorder()
+    await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+        Factory.forProtocol(lambda: silent)
+    )
+    half = Recorder()
+    await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+        Factory.forProtocol(lambda: half)
+    )
+    half.transport.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a hello, cut short
+    creator = ssl.optionsForClientTLS("127.0.0.1", _ca(pki))
+    starter = await TCP4ClientEndpoint(r, "127.0.0.1", port.getHost().port).connect(
+        ClientTLSFactory(creator, AlpnFactory([], Shaker))
+    )
+    client: Shaker = starter.app  # type: ignore[attr-defined]
+    await client.shaken
+    await silent.lost
+    await half.lost
+    await deferLater(r, 0.5, lambda: None)  # past the deadline of the finished one
+    client.transport.write(b"still served")
+    (server,) = [s for s in accepted if s.shaken.called]
+    assert await server.wait_for(12) == b"still served"
+    await _close(port, client, server)

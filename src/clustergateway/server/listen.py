@@ -189,6 +189,9 @@ class TLSListener(Service):
     backlog: int = 1024
     #: ``SO_REUSEPORT`` (``--workers``: every worker process binds the port).
     reuse_port: bool = False
+    #: Seconds a new connection has to finish its TLS handshake (a peer that
+    #: connects and never says hello would otherwise hold a descriptor forever).
+    handshake_timeout: float = 10.0
     listening: IListeningPort | None = attrs.field(default=None, init=False)
 
     _log: ClassVar[Logger] = Logger()
@@ -207,7 +210,11 @@ class TLSListener(Service):
         # TLS by OpenSSL on each accepted socket (``tlssocket``), not a
         # memory-BIO wrapper protocol: the hot path's largest saving.
         failures: list[Any] = []
-        d = stream.listen(ServerTLSFactory(self.tls, self.factory, clock=self.reactor))
+        d = stream.listen(
+            ServerTLSFactory(
+                self.tls, self.factory, clock=self.reactor, handshake_timeout=self.handshake_timeout
+            )
+        )
         d.addCallbacks(self._listening, failures.append)
         if failures:
             reason = failures[0].value
