@@ -128,11 +128,23 @@ class H1Channel(HTTPChannel):
     # -- what Twisted calls ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        """``HTTPChannel.dataReceived``, with our parser in place of ``LineReceiver``'s."""
+        """``HTTPChannel.dataReceived``, with our parser in place of ``LineReceiver``'s.
+
+        Bytes restart the idle timer except while a request head is coming in:
+        a head must be complete within the idle timeout of its first packet,
+        so a client that dribbles one (slowloris) is closed at that timeout
+        rather than never.  Under Twisted's line parser, where a head
+        stands is Twisted's private state, only body bytes restart it (the
+        end of each request does, as always).
+        """
         if self._line_parsing:
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            if self._transferDecoder is not None:
+                self.resetTimeout()  # type: ignore[no-untyped-call]
+            LineReceiver.dataReceived(self, data)
             return
-        self.resetTimeout()  # type: ignore[no-untyped-call]
+        head = self._head
+        if head is None or not head.parts:
+            self.resetTimeout()  # type: ignore[no-untyped-call]
         self._parse(data)
 
     def setLineMode(self, extra: bytes = b"") -> None:  # noqa: N802 - Twisted's name

@@ -617,6 +617,23 @@ def test_idle_timeout_is_off_while_a_request_is_handled() -> None:
     assert transport.disconnecting
 
 
+@pytest.mark.parametrize("first", [b"GET /a HTTP/1.1\r\n", b"FROB /a HTTP/1.1\r\n\r\n"])
+def test_a_dribbled_head_is_cut_at_the_idle_timeout(first: bytes) -> None:
+    """Slowloris: header bytes arriving every 10 s do not keep a head alive; it must be
+    complete within the idle timeout (60 s) of its first packet, on our parser and on
+    Twisted's (after a head llhttp refused, the FROB)."""
+    protocol, transport, clock = h1(Recorder())
+    protocol.dataReceived(first)
+    if first.startswith(b"FROB"):
+        protocol.dataReceived(b"GET /b HTTP/1.1\r\n")
+    for _ in range(5):
+        clock.advance(10)
+        protocol.dataReceived(b"X-Slow: 1\r\n")
+    assert not transport.disconnecting
+    clock.advance(11)
+    assert transport.disconnecting
+
+
 def test_alpn_h2_still_switches_to_http2() -> None:
     """A connection that negotiated ``h2`` is served by Twisted's H2Connection, not H1Channel."""
     protocol, transport, _ = h1(Recorder())
