@@ -47,6 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
 
+from clustergateway.server.h2guard import FloodGuard, GuardedH2Connection
 from clustergateway.server.leanproxy import H2Head
 
 __all__ = ["ChannelSwitch", "GatewayH2Connection", "RoundRobin"]
@@ -129,6 +130,7 @@ class GatewayH2Connection(H2Connection):
     _next_pass: Any = None
     #: This side's address, asked of the socket once (Twisted asks per stream).
     _host: Any = None
+    _flood_logged = False
 
     #: Proxied requests without a body are served by this
     #: (``server.leanproxy.LeanProxy``) rather than twisted.web; None: all by twisted.web.
@@ -139,6 +141,8 @@ class GatewayH2Connection(H2Connection):
         channel's (h2's default of 64 KiB would end the whole connection, every
         stream on it, at a long label selector)."""
         super().__init__(reactor)  # type: ignore[no-untyped-call]
+        this: Any = self
+        self.conn = GuardedH2Connection(self.conn.config, FloodGuard(this._reactor))
         self.priority = RoundRobin()
         # Sent in the connection's first SETTINGS frame (connectionMade).
         self.conn.local_settings = Settings(
@@ -149,6 +153,31 @@ class GatewayH2Connection(H2Connection):
             },
         )
         self.conn.decoder.max_header_list_size = header_list_size
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        conn: Any = self.conn
+        if conn.flooded is not None and not self._flood_logged:
+            self._flood_logged = True
+            this: Any = self
+            self._log.warn(
+                "HTTP/2 client {peer} sent too many {what}: connection closed (ENHANCE_YOUR_CALM)",
+                peer=str(this.transport.getPeer()) if this.transport is not None else "?",
+                what=conn.flooded,
+            )
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
+        """The idle timer fired: close only a connection with no open stream.
+
+        Twisted's timer runs while streams are open too, so it would cut a
+        quiet watch; here it is re-armed instead, and a connection that has
+        carried no stream for the idle timeout (or never opened one after its
+        preface) is closed with GOAWAY.
+        """
+        if self.streams:
+            self.setTimeout(self.timeOut)  # type: ignore[no-untyped-call]
+            return
+        super().timeoutConnection()  # type: ignore[no-untyped-call]
 
     def _requestReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
         lean = self.lean

@@ -9,9 +9,10 @@ What changes from Twisted's defaults, and why (twisted-notes §1.2, §1.3, §3, 
 * request bodies are kept in memory and capped (kube-apiserver's 3 MiB):
   Twisted would spool every chunked body to a temporary file; a bigger body
   is discarded as it arrives and answered 413;
-* HTTP/2 connections have no idle timeout (Twisted's h2 timer is not paused
-  while streams are open, so a quiet watch would die after 60 s); the
-  HTTP/1.1 keep-alive timeout stays, and TCP keepalive finds dead peers;
+* the idle timeout (60 s) closes an HTTP/1.1 connection between requests and
+  an HTTP/2 connection with no open stream, never one carrying a quiet watch
+  (Twisted's h2 timer runs while streams are open; ``h2channel`` re-arms it);
+  TCP keepalive finds dead peers;
 * no access line per request unless an access log is installed
   (``request_log``; twisted.web would format one string per request);
 * HTTP/1.1 request heads are parsed by llhttp
@@ -175,8 +176,9 @@ class GatewaySite(server.Site):
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
         channel.maxHeaders = 1000
         channel.lean = self.lean_proxy
-        # Only an h2 connection that replaces the HTTP/1.1 channel reads this.
-        protocol._timeOut = None
+        # Only an h2 connection that replaces the HTTP/1.1 channel reads this:
+        # closed when it has had no open stream for that long (h2channel).
+        protocol._timeOut = self.timeOut
         make_connection = protocol.makeConnection
 
         def make_connection_with_keepalive(transport: Any) -> None:

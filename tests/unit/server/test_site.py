@@ -79,11 +79,12 @@ def test_capped_body() -> None:
     assert body.received == 10
 
 
-def test_h2_has_no_idle_timeout_but_http11_keeps_one() -> None:
-    """The protocol hands no timeout to an h2 connection; HTTP/1.1 keeps the keep-alive one."""
+def test_h2_and_http11_get_the_idle_timeout() -> None:
+    """Both channels get the site's idle timeout: HTTP/1.1 between requests, HTTP/2 only
+    while no stream is open (a quiet watch keeps its connection: test_h2guard)."""
     site = GatewaySite(Resource(), reactor=MemoryReactorClock(), idle_timeout=60)
     protocol, _ = connect(site)
-    assert protocol._timeOut is None
+    assert protocol._timeOut == 60
     assert protocol._channel.timeOut == 60
 
 
