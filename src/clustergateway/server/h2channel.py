@@ -42,10 +42,12 @@ from collections import deque
 from typing import Any
 
 import priority
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 
 from clustergateway.server.h2guard import FloodGuard, GuardedH2Connection
 from clustergateway.server.leanproxy import H2Head
@@ -180,6 +182,12 @@ class GatewayH2Connection(H2Connection):
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
     def _requestReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        if not _valid_names(event.headers):
+            # Twisted's stream would raise InvalidHeaderName while being built
+            # (h2 lets '/', '#' … through): the request is malformed, a stream
+            # error (RFC 9113 §8.2.1), as Go's server answers it.
+            self.conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
         lean = self.lean
         if lean is None or event.stream_ended is None:
             super()._requestReceived(event)  # type: ignore[no-untyped-call]
@@ -194,6 +202,21 @@ class GatewayH2Connection(H2Connection):
             super()._requestReceived(event)  # type: ignore[no-untyped-call]
         finally:
             this.requestFactory = factory
+
+    # Twisted looks a frame's stream up unguarded: one it refused, or that
+    # already answered, would raise KeyError out of ``dataReceived``.
+
+    def _requestDataReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)  # type: ignore[no-untyped-call]
+
+    def _requestEnded(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)  # type: ignore[no-untyped-call]
+
+    def _requestAborted(self, event: Any) -> None:  # noqa: N802 - Twisted's name
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)  # type: ignore[no-untyped-call]
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         host = self._host
@@ -279,6 +302,17 @@ class GatewayH2Connection(H2Connection):
             self._next_pass.cancel()
         self._next_pass = None
         super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)  # type: ignore[no-untyped-call]
+
+
+def _valid_names(headers: Any) -> bool:
+    """Whether Twisted's ``Headers`` accepts every (non-pseudo) header name."""
+    try:
+        for name, _ in headers:
+            if name[:1] != b":":
+                _nameEncoder.encode(name)
+    except InvalidHeaderName:
+        return False
+    return True
 
 
 class ChannelSwitch(_GenericHTTPChannelProtocol):

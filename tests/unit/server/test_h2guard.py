@@ -150,3 +150,21 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert bucket.take(2.5)
     events = [ConnectionTerminated()]
     assert events  # events of other kinds are not counted
+
+
+def test_an_invalid_header_name_resets_its_stream_only(conn: Conn) -> None:
+    """A header name Twisted cannot hold (h2 lets ``/`` and ``#`` through) is a stream
+    error, PROTOCOL_ERROR, not an exception out of the connection: the next stream on it
+    is served."""
+    from hyperframe.frame import RstStreamFrame
+
+    conn.client.config.validate_outbound_headers = False
+    conn.client.send_headers(1, [*_get("/body?n=1"), ("autho/izat#ion", "x")], end_stream=True)
+    conn.send()
+    frames = conn.frames()
+    assert [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)] == [
+        (1, ErrorCodes.PROTOCOL_ERROR)
+    ]
+    conn.get("/body?n=3", stream_id=3)
+    assert [f for f in conn.frames() if isinstance(f, DataFrame) and f.stream_id == 3]
+    assert not conn.transport.disconnecting
