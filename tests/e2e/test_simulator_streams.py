@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -51,6 +52,25 @@ def _echo_server():
         return protocol
 
     return reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+
+
+def python_port_forward(api: Any, port: int, payload: bytes, timeout: float = 10) -> bytes:
+    """``kubernetes.stream.portforward()`` to pod ``default/demo``'s ``port`` with the
+    ``CoreV1Api`` ``api``: send ``payload``, return as many bytes as came back (blocking)."""
+    from kubernetes.stream import portforward
+
+    forward = portforward(
+        api.connect_get_namespaced_pod_portforward, "demo", "default", ports=str(port)
+    )
+    conn = forward.socket(port)
+    conn.settimeout(timeout)
+    conn.sendall(payload)
+    received = b""
+    deadline = time.monotonic() + timeout
+    while len(received) < len(payload) and time.monotonic() < deadline:
+        received += conn.recv(1024)
+    conn.close()
+    return received
 
 
 def _exchange(port: int, payload: bytes, timeout: float = 20) -> bytes | None:
@@ -310,25 +330,12 @@ async def test_python_client_exit_code(sim):
 async def test_python_client_port_forward(sim):
     """kubernetes.stream.portforward() (v4 channels, ports=) reaches the echo server."""
     from kubernetes.client import CoreV1Api
-    from kubernetes.stream import portforward
 
     server = _echo_server()
     port = server.getHost().port
 
     def run() -> bytes:
-        api = CoreV1Api(kube_api_client(sim))
-        forward = portforward(
-            api.connect_get_namespaced_pod_portforward, "demo", "default", ports=str(port)
-        )
-        conn = forward.socket(port)
-        conn.settimeout(10)
-        conn.sendall(b"ping over websocket")
-        received = b""
-        deadline = time.monotonic() + 10
-        while len(received) < 19 and time.monotonic() < deadline:
-            received += conn.recv(1024)
-        conn.close()
-        return received
+        return python_port_forward(CoreV1Api(kube_api_client(sim)), port, b"ping over websocket")
 
     try:
         assert await deferToThread(run) == b"ping over websocket"
