@@ -18,6 +18,7 @@ from kubernetes import client, config
 __all__ = [
     "DEFAULT_GROUP",
     "LOCAL_CLUSTER",
+    "VERSION",
     "check_cluster_name",
     "load_hub_configuration",
     "proxy_path",
