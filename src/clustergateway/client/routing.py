@@ -24,7 +24,6 @@ threads started with ``contextvars.copy_context()`` and asyncio tasks.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -122,9 +121,9 @@ class ClusterGatewayApiClient(client.ApiClient):
 
 
 def _hub_configuration(configuration: client.Configuration | None) -> client.Configuration:
-    if configuration is None:
-        return load_hub_configuration()
-    return copy.deepcopy(configuration)
+    # Shared, not copied, as ``ApiClient(configuration)`` shares it: the loader's
+    # token refresh keeps updating the one object.
+    return configuration if configuration is not None else load_hub_configuration()
 
 
 def for_cluster(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from kubernetes import client
 
 from clustergateway.client import (
@@ -10,6 +13,7 @@ from clustergateway.client import (
     cluster,
     current_cluster,
     for_cluster,
+    load_hub_configuration,
     proxy_path,
     routing_client,
 )
@@ -78,3 +82,24 @@ def test_names_that_cannot_be_clusters_are_refused(name: str, hub: client.Config
     with pytest.raises(ValueError):
         with cluster(name):
             pass
+
+
+def test_routing_survives_the_loaders_token_refresh(tmp_path: Path) -> None:
+    """A kubeconfig token installs a refresh hook that rewrites ``Configuration.host`` on
+    every request: the proxy prefix, added to the path, is still there."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [{"name": "h", "cluster": {"server": HUB}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "h", "context": {"cluster": "h", "user": "u"}}],
+                "current-context": "h",
+            }
+        )
+    )
+    hub = load_hub_configuration(kubeconfig)
+    assert hub.refresh_api_key_hook is not None
+    assert url_of(for_cluster("c1", hub)).startswith(
+        HUB + "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/c1/proxy/api/v1/"
+    )
