@@ -220,3 +220,17 @@ def test_unknown_context_names_the_known_ones(tmp_path: Path) -> None:
         read_context(str(path), "nope")
     with pytest.raises(CommandError, match="cannot read kubeconfig"):
         read_context(str(tmp_path / "missing"))
+
+
+def test_a_named_context_other_than_the_current_one(tmp_path: Path) -> None:
+    """``--context`` picks its own cluster and user, not the current context's."""
+    path = write_kubeconfig(tmp_path, {"token": "current"})
+    config = yaml.safe_load(path.read_text())
+    config["clusters"].append({"name": "cl2", "cluster": {"server": "https://other:443"}})
+    config["users"].append({"name": "u2", "user": {"token": "other-token"}})
+    config["contexts"].append({"name": "ctx2", "context": {"cluster": "cl2", "user": "u2"}})
+    path.write_text(yaml.safe_dump(config))
+    secret = secret_from_kubeconfig(read_context(str(path), "ctx2"), "c2")
+    gateway = convert_secret(secret, group="cluster.core.oam.dev", gates=FeatureGates())
+    assert gateway.endpoint.address == "https://other:443"
+    assert gateway.credential is not None and gateway.credential.token == "other-token"
