@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.auth",
     "tests.fixtures.egress",
+    "tests.fixtures.clients",
 ]
 
 

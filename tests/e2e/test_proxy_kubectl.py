@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from tests.e2e.api_helpers import StreamingKubectl
-from tests.e2e.test_simulator_streams import _echo_server, _exchange
+from tests.e2e.test_simulator_streams import _echo_server, _exchange, kubectl_port_forward
 from tests.fixtures.gateway import wait_until
 from tests.fixtures.proxy import ProxiedCluster
 from tests.fixtures.simulator import run_kubectl
@@ -167,32 +167,15 @@ async def test_port_forward_moves_bytes(proxied: ProxiedCluster, kubectl: str) -
     """`port-forward` through the gateway carries 300 kB both ways, twice."""
     server: Any = _echo_server()
     remote = server.getHost().port
-    command = [
-        kubectl,
-        "--kubeconfig",
-        str(proxied.kubeconfig),
-        "port-forward",
-        "pod/demo",
-        f":{remote}",
-    ]
-    env = {**os.environ, "HOME": str(proxied.kubeconfig.parent)}
 
-    def forward() -> list[object]:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline().decode()
-            match = re.search(r"127\.0\.0\.1:(\d+) ->", first)
-            assert match, first
-            local = int(match.group(1))
-            big = os.urandom(300_000)
-            return [_exchange(local, big) == big, _exchange(local, b"again")]
-        finally:
-            process.kill()
-            process.wait(10)
+    def exchanges(local: int) -> list[object]:
+        big = os.urandom(300_000)
+        return [_exchange(local, big) == big, _exchange(local, b"again")]
 
     try:
-        intact, again = await deferToThread(forward)
+        intact, again = await deferToThread(
+            kubectl_port_forward, kubectl, proxied.kubeconfig, remote, exchanges
+        )
     finally:
         await server.stopListening()
     assert intact

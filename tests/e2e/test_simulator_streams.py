@@ -15,7 +15,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
@@ -26,6 +28,8 @@ from tests.fixtures.simulator import kube_api_client, run_kubectl
 from tests.fixtures.tools import kubectl_binary
 
 pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
 
 #: A klog line (``E1125 07:58:46.340499    3937 v2.go:104] ...``).
 _KLOG_LINE = re.compile(rb"^[EWI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
@@ -51,6 +55,42 @@ def _echo_server():
         return protocol
 
     return reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+
+
+def python_port_forward(api: Any, port: int, payload: bytes, timeout: float = 10) -> bytes:
+    """``kubernetes.stream.portforward()`` to pod ``default/demo``'s ``port`` with the
+    ``CoreV1Api`` ``api``: send ``payload``, return as many bytes as came back (blocking)."""
+    from kubernetes.stream import portforward
+
+    forward = portforward(
+        api.connect_get_namespaced_pod_portforward, "demo", "default", ports=str(port)
+    )
+    conn = forward.socket(port)
+    conn.settimeout(timeout)
+    conn.sendall(payload)
+    received = b""
+    deadline = time.monotonic() + timeout
+    while len(received) < len(payload) and time.monotonic() < deadline:
+        received += conn.recv(1024)
+    conn.close()
+    return received
+
+
+def kubectl_port_forward(kubectl: str, kubeconfig: Path, remote: int, use: Callable[[int], T]) -> T:
+    """Run ``kubectl port-forward pod/demo :REMOTE``, call ``use(local_port)`` while it
+    runs, then kill it (blocking: run in a thread)."""
+    command = [kubectl, "--kubeconfig", str(kubeconfig), "port-forward", "pod/demo", f":{remote}"]
+    env = {**os.environ, "HOME": str(Path(kubeconfig).parent)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        match = re.search(r"127\.0\.0\.1:(\d+) ->", first)
+        assert match, first
+        return use(int(match.group(1)))
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 def _exchange(port: int, payload: bytes, timeout: float = 20) -> bytes | None:
@@ -193,34 +233,15 @@ async def test_port_forward_moves_bytes_both_ways(sim, sim_kubeconfig, kubectl):
     """`port-forward pod/demo :PORT` reaches a local echo server; two connections in a row."""
     server = _echo_server()
     remote = server.getHost().port
-    command = [
-        kubectl,
-        "--kubeconfig",
-        str(sim_kubeconfig),
-        "port-forward",
-        "pod/demo",
-        f":{remote}",
-    ]
-    env = {**os.environ, "HOME": str(Path(sim_kubeconfig).parent)}
 
-    def forward() -> list[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline().decode()
-            match = re.search(r"127\.0\.0\.1:(\d+) ->", first)
-            assert match, first
-            local = int(match.group(1))
-            big = os.urandom(300_000)
-            answers = [_exchange(local, big) == big]
-            answers.append(_exchange(local, b"again"))
-            return answers
-        finally:
-            process.kill()
-            process.wait(10)
+    def exchanges(local: int) -> list[object]:
+        big = os.urandom(300_000)
+        return [_exchange(local, big) == big, _exchange(local, b"again")]
 
     try:
-        intact, again = await deferToThread(forward)
+        intact, again = await deferToThread(
+            kubectl_port_forward, kubectl, sim_kubeconfig, remote, exchanges
+        )
     finally:
         await server.stopListening()
     assert intact
@@ -310,25 +331,12 @@ async def test_python_client_exit_code(sim):
 async def test_python_client_port_forward(sim):
     """kubernetes.stream.portforward() (v4 channels, ports=) reaches the echo server."""
     from kubernetes.client import CoreV1Api
-    from kubernetes.stream import portforward
 
     server = _echo_server()
     port = server.getHost().port
 
     def run() -> bytes:
-        api = CoreV1Api(kube_api_client(sim))
-        forward = portforward(
-            api.connect_get_namespaced_pod_portforward, "demo", "default", ports=str(port)
-        )
-        conn = forward.socket(port)
-        conn.settimeout(10)
-        conn.sendall(b"ping over websocket")
-        received = b""
-        deadline = time.monotonic() + 10
-        while len(received) < 19 and time.monotonic() < deadline:
-            received += conn.recv(1024)
-        conn.close()
-        return received
+        return python_port_forward(CoreV1Api(kube_api_client(sim)), port, b"ping over websocket")
 
     try:
         assert await deferToThread(run) == b"ping over websocket"

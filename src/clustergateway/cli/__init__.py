@@ -15,7 +15,11 @@ from typing import NoReturn, cast
 __all__ = ["SUBCOMMANDS", "run_subcommand"]
 
 #: name → ``"module:function"``; the function takes the arguments after the name.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "kubeconfig": "clustergateway.cli.kubeconfig:main",
+    "join": "clustergateway.cli.join:join",
+    "detach": "clustergateway.cli.join:detach",
+}
 
 
 def run_subcommand(args: Sequence[str]) -> None:
