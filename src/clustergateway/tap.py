@@ -328,7 +328,12 @@ def build_service(
     feed_hub: Any = None
     own_registry = registry is None
     if registry is None:
-        registry = SecretRegistry(gv.group, config.feature_gates)
+        registry = SecretRegistry(
+            gv.group,
+            config.feature_gates,
+            ocm_integration=config.ocm_integration,
+            managed_clusters_only=config.ocm_managed_clusters_only,
+        )
     metrics = GatewayMetrics.build(registry, clock=reactor.seconds)
     if own_registry:
         feed = build_source(reactor, config, registry, metrics.registry_synced)

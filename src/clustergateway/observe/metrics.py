@@ -467,16 +467,17 @@ class RegistryCollector(Collector):
         registry = self.registry
         if registry is None:
             return
-        valid = invalid = 0
+        valid = invalid = unhealthy = 0
         unverified = dict.fromkeys(UNVERIFIED_REASONS, 0)
         for entry in registry.entries():
             gateway = entry.gateway
             if gateway is not None:
                 valid += 1
+                unhealthy += not gateway.healthy
                 reason = unverified_reason(gateway.endpoint)
                 if reason is not None:
                     unverified[reason] += 1
-            else:
+            elif not entry.hidden:
                 invalid += 1
         yield GaugeMetricFamily(
             "cluster_gateway_registry_clusters",
@@ -487,6 +488,11 @@ class RegistryCollector(Collector):
             "cluster_gateway_registry_unconvertible_secrets",
             "Cluster Secrets that cannot be converted (requests to them get 503)",
             value=invalid,
+        )
+        yield GaugeMetricFamily(
+            "cluster_gateway_registry_unhealthy_clusters",
+            "Clusters whose health (annotations, prober, OCM condition) is unhealthy",
+            value=unhealthy,
         )
         insecure = GaugeMetricFamily(
             "cluster_gateway_registry_insecure_clusters",
