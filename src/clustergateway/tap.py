@@ -11,6 +11,7 @@ reactor, and only inside :func:`makeService`.
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -219,11 +220,19 @@ def build_proxy(
         identity_for=identity.identity_for,
     )
     proxy.metrics = metrics
+    proxy.refuse_unhealthy = config.feature_gates.healthiness_check
+    proxy.retry_after = retry_after_seconds(config)
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target
         if metrics is not None:
             auth.guard.authorizer.on_target_review = metrics.access_review
     return proxy
+
+
+def retry_after_seconds(config: GatewayConfig) -> int:
+    """What a refused caller is told to wait: one probe interval (10 s without the prober)."""
+    interval = config.cluster_health_probe_interval
+    return max(1, math.ceil(interval)) if interval > 0 else 10
 
 
 @attrs.frozen

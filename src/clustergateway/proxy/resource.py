@@ -54,7 +54,7 @@ from clustergateway.proxy.pools import ClusterPools, ClusterUpstream, PoolSettin
 from clustergateway.proxy.upgrade import SpliceSettings, UpgradeSplice
 from clustergateway.registry.model import ClusterGateway, ClusterRegistry
 
-__all__ = ["ClusterProxy", "IdentityHook", "ProxySettings"]
+__all__ = ["ClusterProxy", "IdentityHook", "ProxySettings", "is_health_path"]
 
 #: Distinct targets whose derived facts are memoised (cleared when full).
 _TARGET_CACHE_SIZE = 4096
@@ -135,6 +135,15 @@ def _content(request: Any) -> bytes | None:
     return None
 
 
+_HEALTH_PATHS = (b"/healthz", b"/livez", b"/readyz")
+
+
+def is_health_path(subpath: bytes) -> bool:
+    """``/healthz``, ``/livez``, ``/readyz`` or one of their checks (``/readyz/etcd``)."""
+    path = subpath.rstrip(b"/")
+    return any(path == p or path.startswith(p + b"/") for p in _HEALTH_PATHS)
+
+
 def _client_address(request: Any) -> bytes | None:
     host = getattr(request.getClientAddress(), "host", None)
     return host.encode("ascii", "replace") if isinstance(host, str) else None
@@ -162,6 +171,10 @@ class ClusterProxy:
         default=None, on_setattr=lambda self, _a, value: self._share_metrics(value)
     )
     _targets: dict[tuple[bytes, bytes, bytes], _Target] = attrs.field(factory=dict, init=False)
+    #: ``HealthinessCheck``: answer 503 for unhealthy clusters without dialing them.
+    refuse_unhealthy: bool = False
+    #: Seconds a refused caller is told to wait (``Retry-After``).
+    retry_after: int = 10
 
     _log = Logger()
 
@@ -300,6 +313,28 @@ class ClusterProxy:
             self._targets[key] = target
         return target
 
+    def admit(self, cluster: ClusterGateway, subpath: bytes) -> None:
+        """Raise a 503 ``Status`` with ``Retry-After`` if ``cluster`` must not be dialed.
+
+        The one admission check of both request paths (twisted.web's and the
+        lean one both build their request with :meth:`outbound`).  With
+        ``HealthinessCheck`` an unhealthy cluster is refused before any
+        connection is made, except for its own ``/healthz``, ``/livez`` and
+        ``/readyz``: an external prober (Go's addon-manager probes through
+        the proxy, then PUTs ``health``) must still see it recover.
+        """
+        if cluster.healthy or not self.refuse_unhealthy or is_health_path(subpath):
+            return
+        reason = cluster.healthy_reason or "no reason given"
+        raise ServiceUnavailable(
+            f"cluster {cluster.name} is unhealthy: {reason}",
+            {
+                "name": cluster.name,
+                "kind": "clustergateways",
+                "retryAfterSeconds": self.retry_after,
+            },
+        )
+
     async def outbound(
         self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
     ) -> Outbound | None:
@@ -324,6 +359,7 @@ class ClusterProxy:
                 subpath.decode("utf-8", "replace"),
                 query.decode("utf-8", "replace"),
             )
+        self.admit(cluster, subpath)
         credential = await self.credentials.credential_for(cluster)
         impersonation = self.identity_for(cluster, user, request)
         try:
