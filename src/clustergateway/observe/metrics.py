@@ -126,6 +126,7 @@ class _Families:
     open_connections: Gauge
     exec_runs: Counter
     exec_failures: Counter
+    health_probe: Histogram
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> _Families:
@@ -225,6 +226,13 @@ class _Families:
                 "exec_credential_failures_total",
                 "Failed runs of a cluster's exec credential plugin",
                 by_cluster,
+                **proxy,
+            ),
+            health_probe=Histogram(
+                "cluster_health_probe_duration_seconds",
+                "Active health probes of a cluster (GET /healthz, then /livez) by result",
+                ("cluster", "result"),
+                buckets=UPSTREAM_BUCKETS,
                 **proxy,
             ),
         )
@@ -424,6 +432,11 @@ class ClusterMetrics:
         self._child("exec_runs").inc()
         if not ok:
             self._child("exec_failures").inc()
+
+    def health_probe(self, ok: bool, seconds: float) -> None:
+        """An active health probe ended (``ok``: the cluster answered 200)."""
+        result = "success" if ok else "failure"
+        self._families.health_probe.labels(self.label, result).observe(seconds)
 
 
 #: Why a cluster's server certificate is not verified: ``skip_verify`` (the
@@ -627,6 +640,10 @@ class GatewayMetrics:
     def exec_credential(self, cluster: str, ok: bool) -> None:
         """See :meth:`ClusterMetrics.exec_credential`."""
         self.cluster(cluster).exec_credential(ok)
+
+    def health_probe(self, cluster: str, ok: bool, seconds: float) -> None:
+        """See :meth:`ClusterMetrics.health_probe`."""
+        self.cluster(cluster).health_probe(ok, seconds)
 
     def access_review(self, success: bool, seconds: float) -> None:
         """The ``--authorize-proxy-subpath`` review took ``seconds``; ``success``:
