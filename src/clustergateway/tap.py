@@ -11,7 +11,6 @@ reactor, and only inside :func:`makeService`.
 
 from __future__ import annotations
 
-import math
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -223,18 +222,11 @@ def build_proxy(
     )
     proxy.metrics = metrics
     proxy.refuse_unhealthy = config.feature_gates.healthiness_check
-    proxy.retry_after = retry_after_seconds(config)
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target
         if metrics is not None:
             auth.guard.authorizer.on_target_review = metrics.access_review
     return proxy
-
-
-def retry_after_seconds(config: GatewayConfig) -> int:
-    """What a refused caller is told to wait: one probe interval (10 s without the prober)."""
-    interval = config.cluster_health_probe_interval
-    return max(1, math.ceil(interval)) if interval > 0 else 10
 
 
 @attrs.frozen

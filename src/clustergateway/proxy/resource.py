@@ -225,8 +225,11 @@ class ClusterProxy:
     _targets: dict[tuple[bytes, bytes, bytes], _Target] = attrs.field(factory=dict, init=False)
     #: ``HealthinessCheck``: answer 503 for unhealthy clusters without dialing them.
     refuse_unhealthy: bool = False
-    #: Seconds a refused caller is told to wait (``Retry-After``).
-    retry_after: int = 10
+    #: Seconds a refused caller is told to wait (``Retry-After``).  client-go
+    #: (kubectl, controllers) retries such a 503 up to 10 times: at 1 s kubectl
+    #: reports the reason after ~10 s instead of hanging for minutes, and a
+    #: refusal costs no dial, so the retries are cheap.
+    retry_after: int = 1
 
     _log = Logger()
 

@@ -306,7 +306,7 @@ def test_unhealthy_cluster_is_refused_without_dialing(tmp_path: Path) -> None:
     lean = both(tmp_path, script, unhealthy="probe failed")
     response, data, _ = lean.outcome()["to_client"]
     assert (b":status", b"503") in response[2]
-    assert (b"retry-after", b"10") in response[2]
+    assert (b"retry-after", b"1") in response[2]
     assert b"cluster c1 is unhealthy: probe failed" in data[2]
     assert lean.upstream.connections == []
 
