@@ -407,3 +407,33 @@ async def _settle(seconds: float) -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(_reactor(), seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_prober_without_a_hub_records_in_memory(
+    members: Members, gateway_factory: Any
+) -> None:
+    """With --secrets-dir the prober's verdicts live in memory: the API shows them and
+    unhealthy clusters are refused; nothing is written anywhere."""
+    import kubernetes.client
+
+    secret = cluster_secret("c1", token=TOKEN, endpoint=members.a.url, ca=members.a.ca_pem)
+    gateway = await gateway_factory(
+        mode="dir",
+        secrets=[secret],
+        feature_gates=GATED,
+        cluster_health_probe_interval=0.5,
+        cluster_health_probe_failure_threshold=1,
+        cluster_health_probe_timeout=1.0,
+    )
+    await wait_until(lambda: _gateway_of(gateway, "c1") is not None, timeout=10)
+    await members.a.go_dark()
+    await wait_until(lambda: not _gateway_of(gateway, "c1").healthy, timeout=5)
+    custom = kubernetes.client.CustomObjectsApi(gateway.api_client())
+    shown = await deferToThread(
+        custom.get_cluster_custom_object, GROUP, "v1alpha1", "clustergateways", "c1"
+    )
+    assert shown["status"]["healthy"] is False
+    assert shown["status"]["healthyReason"].startswith("GET /healthz: cluster c1:")
+    await members.a.come_back()
+    await wait_until(lambda: _gateway_of(gateway, "c1").healthy, timeout=5)

@@ -188,6 +188,18 @@ def test_probe_metrics() -> None:
         if s.name.endswith("_count")
     }
     assert samples == {("a", "success"): 1.0, ("b", "failure"): 1.0}
+
+    def unhealthy() -> float:
+        return next(
+            s.value
+            for family in metrics.registry.collect()
+            if family.name == "cluster_gateway_registry_unhealthy_clusters"
+            for s in family.samples
+        )
+
+    assert unhealthy() == 0
+    run_for(clock, 20.0)  # the third failure
+    assert unhealthy() == 1
     prober.stopService()
 
 
