@@ -164,6 +164,14 @@ class GatewayConfig:
     busy_poll: float = 100e-6
     #: Seconds an exec credential without ``expirationTimestamp`` is reused.
     exec_credential_cache_ttl: float = 10.0
+    #: With ``ocm_integration``: clusters without an OCM ManagedCluster are not served.
+    ocm_managed_clusters_only: bool = False
+    #: Seconds between active health probes of every cluster; 0: no prober.
+    cluster_health_probe_interval: float = 0.0
+    #: Consecutive failed probes that make a cluster unhealthy.
+    cluster_health_probe_failure_threshold: int = 3
+    #: Seconds one probe may take (dial, TLS, answer).
+    cluster_health_probe_timeout: float = 5.0
     #: The environment for egress proxies (``HTTPS_PROXY``, ``NO_PROXY``) and
     #: exec plugins (``PATH``, base environment); None: the process's, read
     #: once when the service is built (not a flag; tests pass their own).
@@ -306,6 +314,17 @@ class GatewayConfig:
             exec_credential_cache_ttl=_duration(
                 "exec-credential-cache-ttl", opts["exec-credential-cache-ttl"]
             ),
+            ocm_managed_clusters_only=_ocm_managed_only(opts),
+            cluster_health_probe_interval=_duration(
+                "cluster-health-probe-interval", opts.get("cluster-health-probe-interval", "0")
+            ),
+            cluster_health_probe_failure_threshold=_positive_int(
+                "cluster-health-probe-failure-threshold",
+                opts.get("cluster-health-probe-failure-threshold", "3"),
+            ),
+            cluster_health_probe_timeout=_probe_timeout(
+                opts.get("cluster-health-probe-timeout", "5s")
+            ),
         )
 
 
@@ -328,6 +347,20 @@ def _duration(flag: str, value: Any) -> float:
         raise ConfigError(flag, str(e)) from None
     if seconds < 0:
         raise ConfigError(flag, "must not be negative")
+    return seconds
+
+
+def _ocm_managed_only(opts: Mapping[str, Any]) -> bool:
+    only = bool(opts.get("ocm-managed-clusters-only"))
+    if only and not opts.get("ocm-integration"):
+        raise ConfigError("ocm-managed-clusters-only", "needs --ocm-integration")
+    return only
+
+
+def _probe_timeout(value: Any) -> float:
+    seconds = _duration("cluster-health-probe-timeout", value)
+    if seconds <= 0:
+        raise ConfigError("cluster-health-probe-timeout", "must be greater than 0")
     return seconds
 
 
@@ -466,6 +499,19 @@ class Options(usage.Options):
             "10s",
             "Reuse an exec credential without expirationTimestamp for this long.",
         ],
+        [
+            "cluster-health-probe-interval",
+            None,
+            "0",
+            "Probe every cluster's /healthz this often and record its health (0 = off).",
+        ],
+        [
+            "cluster-health-probe-failure-threshold",
+            None,
+            "3",
+            "Consecutive failed probes that make a cluster unhealthy.",
+        ],
+        ["cluster-health-probe-timeout", None, "5s", "How long one health probe may take."],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
         [
@@ -474,6 +520,11 @@ class Options(usage.Options):
             "No caller authentication or authorization; needs a loopback --bind-address.",
         ],
         ["ocm-integration", None, "Take endpoint and CA from OCM ManagedClusters."],
+        [
+            "ocm-managed-clusters-only",
+            None,
+            "With --ocm-integration, serve only clusters that have an OCM ManagedCluster.",
+        ],
         ["authorize-proxy-subpath", None, "Also authorize the proxied request at the hub."],
         [
             "authentication-skip-lookup",

@@ -32,6 +32,7 @@ __all__ = [
     "Unauthorized",
     "UnprocessableEntity",
     "render_status",
+    "retry_after",
     "status_body",
     "status_dict",
 ]
@@ -163,6 +164,18 @@ def status_body(error: StatusError) -> bytes:
     return json.dumps(error.to_dict(), separators=(",", ":")).encode()
 
 
+def retry_after(error: StatusError) -> bytes | None:
+    """The ``Retry-After`` header value for ``error``, or None.
+
+    Set when its details carry ``retryAfterSeconds``, as the apiserver does
+    for a Status with that field (e.g. a refused unhealthy cluster).
+    """
+    seconds = (error.details or {}).get("retryAfterSeconds")
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+        return b"%d" % seconds
+    return None
+
+
 def render_status(request: IRequest, error: StatusError) -> bytes:
     """Set code and headers of ``request`` for ``error``; return the body to write.
 
@@ -172,4 +185,7 @@ def render_status(request: IRequest, error: StatusError) -> bytes:
     request.setResponseCode(error.code)
     request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
     request.responseHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
+    retry = retry_after(error)
+    if retry is not None:
+        request.responseHeaders.setRawHeaders(b"retry-after", [retry])
     return body

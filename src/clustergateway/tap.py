@@ -74,6 +74,8 @@ class GatewayService(MultiService):
     access_log: AccessLog
     closers: list[Callable[[], Any]] = attrs.field(factory=list)
     metrics: GatewayMetrics | None = None
+    #: The active health prober (``--cluster-health-probe-interval``), if on.
+    prober: Any = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -219,6 +221,7 @@ def build_proxy(
         identity_for=identity.identity_for,
     )
     proxy.metrics = metrics
+    proxy.refuse_unhealthy = config.feature_gates.healthiness_check
     if config.authorize_proxy_subpath and auth is not None:
         proxy.authorize_target = auth.guard.authorize_proxy_target
         if metrics is not None:
@@ -328,7 +331,12 @@ def build_service(
     feed_hub: Any = None
     own_registry = registry is None
     if registry is None:
-        registry = SecretRegistry(gv.group, config.feature_gates)
+        registry = SecretRegistry(
+            gv.group,
+            config.feature_gates,
+            ocm_integration=config.ocm_integration,
+            managed_clusters_only=config.ocm_managed_clusters_only,
+        )
     metrics = GatewayMetrics.build(registry, clock=reactor.seconds)
     if own_registry:
         feed = build_source(reactor, config, registry, metrics.registry_synced)
@@ -357,6 +365,10 @@ def build_service(
         closers.append(renderer.close)  # type: ignore[union-attr]
     else:
         renderer = proxy or None
+    prober = None
+    if config.cluster_health_probe_interval > 0 and isinstance(renderer, ClusterProxy):
+        prober = build_prober(reactor, config, registry, renderer, feed_hub, metrics)
+        feeds.append(prober)
     root = build_root(
         gv=gv,
         registry=registry,
@@ -402,10 +414,44 @@ def build_service(
         closers,
         metrics,
     )
+    service.prober = prober
     for feed_service in feeds:
         feed_service.setServiceParent(service)
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
+
+
+def build_prober(
+    reactor: Any,
+    config: GatewayConfig,
+    registry: SecretRegistry,
+    proxy: ClusterProxy,
+    hub: Any,
+    metrics: GatewayMetrics | None,
+) -> Service:
+    """The active health prober; verdicts go to the hub Secrets, or memory without a hub."""
+    from clustergateway.health.prober import ClusterHealthProber
+    from clustergateway.health.recorder import (
+        HealthRecorder,
+        HubHealthRecorder,
+        MemoryHealthRecorder,
+    )
+
+    recorder: HealthRecorder
+    if hub is not None:
+        recorder = HubHealthRecorder(hub, config.secret_namespace, registry)
+    else:
+        recorder = MemoryHealthRecorder(registry)
+    return ClusterHealthProber(
+        reactor,
+        registry,
+        proxy,
+        recorder,
+        config.cluster_health_probe_interval,
+        failure_threshold=config.cluster_health_probe_failure_threshold,
+        timeout=config.cluster_health_probe_timeout,
+        metrics=metrics,
+    )
 
 
 def _serving_cert(config: GatewayConfig) -> ServingCert:

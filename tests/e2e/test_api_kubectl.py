@@ -47,8 +47,8 @@ async def test_get_clustergateways_table(kubectl, gateway) -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0].split() == ["NAME", "PROVIDER", "CREDENTIAL-TYPE", "ENDPOINT-TYPE", "HEALTHY"]
     assert [line.split() for line in lines[1:]] == [
-        ["alpha", "ServiceAccountToken", "Const", "false"],
-        ["beta", "ServiceAccountToken", "ClusterProxy", "false"],
+        ["alpha", "ServiceAccountToken", "Const", "true"],
+        ["beta", "ServiceAccountToken", "ClusterProxy", "true"],
     ]
 
 
@@ -107,7 +107,7 @@ async def test_get_json_shape(kubectl, gateway) -> None:
                 },
             },
         },
-        "status": {"healthy": False},
+        "status": {"healthy": True},
     }
     vc = await run_kubectl(kubectl, gateway.kubeconfig, "get", "vc", "local", "-o", "json")
     assert json.loads(vc.stdout)["spec"] == {

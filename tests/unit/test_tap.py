@@ -93,6 +93,10 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         "--virtual-clutser-with-control-plane=true",
         "--busy-poll=0",
         "--upstream-http1-only",
+        "--ocm-managed-clusters-only",
+        "--cluster-health-probe-interval=15s",
+        "--cluster-health-probe-failure-threshold=5",
+        "--cluster-health-probe-timeout=2s",
     )
     assert config.secure_port == 8443
     assert config.bind_address == "::1"
@@ -105,6 +109,10 @@ def test_every_flag_parses(tmp_path: Path) -> None:
     assert config.min_request_timeout == 60.0
     assert config.busy_poll == 0.0
     assert config.upstream_http1_only
+    assert config.ocm_integration and config.ocm_managed_clusters_only
+    assert config.cluster_health_probe_interval == 15.0
+    assert config.cluster_health_probe_failure_threshold == 5
+    assert config.cluster_health_probe_timeout == 2.0
 
 
 @pytest.mark.parametrize(
@@ -134,6 +142,13 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         (("--client-ca-file", "/etc/hostname"), "--client-ca-file: /etc/hostname holds no PEM"),
         (("--busy-poll", "soon"), "--busy-poll: invalid duration"),
         (("--busy-poll", "1s"), "--busy-poll: must be at most 10ms"),
+        (("--ocm-managed-clusters-only",), "--ocm-managed-clusters-only: needs --ocm-integ"),
+        (("--cluster-health-probe-interval", "often"), "--cluster-health-probe-interval: inv"),
+        (
+            ("--cluster-health-probe-failure-threshold", "0"),
+            "--cluster-health-probe-failure-threshold: must be a positive integer",
+        ),
+        (("--cluster-health-probe-timeout", "0"), "--cluster-health-probe-timeout: must be gr"),
     ],
 )
 def test_bad_flags_one_line(args: tuple[str, ...], expected: str) -> None:

@@ -126,6 +126,7 @@ class _Families:
     open_connections: Gauge
     exec_runs: Counter
     exec_failures: Counter
+    health_probe: Histogram
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> _Families:
@@ -225,6 +226,13 @@ class _Families:
                 "exec_credential_failures_total",
                 "Failed runs of a cluster's exec credential plugin",
                 by_cluster,
+                **proxy,
+            ),
+            health_probe=Histogram(
+                "cluster_health_probe_duration_seconds",
+                "Active health probes of a cluster (GET /healthz, then /livez) by result",
+                ("cluster", "result"),
+                buckets=UPSTREAM_BUCKETS,
                 **proxy,
             ),
         )
@@ -425,6 +433,11 @@ class ClusterMetrics:
         if not ok:
             self._child("exec_failures").inc()
 
+    def health_probe(self, ok: bool, seconds: float) -> None:
+        """An active health probe ended (``ok``: the cluster answered 200)."""
+        result = "success" if ok else "failure"
+        self._families.health_probe.labels(self.label, result).observe(seconds)
+
 
 #: Why a cluster's server certificate is not verified: ``skip_verify`` (the
 #: Secret has no CA key, Go quirk 4, or sets ``insecure-skip-tls-verify``) or
@@ -467,16 +480,17 @@ class RegistryCollector(Collector):
         registry = self.registry
         if registry is None:
             return
-        valid = invalid = 0
+        valid = invalid = unhealthy = 0
         unverified = dict.fromkeys(UNVERIFIED_REASONS, 0)
         for entry in registry.entries():
             gateway = entry.gateway
             if gateway is not None:
                 valid += 1
+                unhealthy += not gateway.healthy
                 reason = unverified_reason(gateway.endpoint)
                 if reason is not None:
                     unverified[reason] += 1
-            else:
+            elif not entry.hidden:
                 invalid += 1
         yield GaugeMetricFamily(
             "cluster_gateway_registry_clusters",
@@ -487,6 +501,11 @@ class RegistryCollector(Collector):
             "cluster_gateway_registry_unconvertible_secrets",
             "Cluster Secrets that cannot be converted (requests to them get 503)",
             value=invalid,
+        )
+        yield GaugeMetricFamily(
+            "cluster_gateway_registry_unhealthy_clusters",
+            "Clusters whose health (annotations, prober, OCM condition) is unhealthy",
+            value=unhealthy,
         )
         insecure = GaugeMetricFamily(
             "cluster_gateway_registry_insecure_clusters",
@@ -621,6 +640,10 @@ class GatewayMetrics:
     def exec_credential(self, cluster: str, ok: bool) -> None:
         """See :meth:`ClusterMetrics.exec_credential`."""
         self.cluster(cluster).exec_credential(ok)
+
+    def health_probe(self, cluster: str, ok: bool, seconds: float) -> None:
+        """See :meth:`ClusterMetrics.health_probe`."""
+        self.cluster(cluster).health_probe(ok, seconds)
 
     def access_review(self, success: bool, seconds: float) -> None:
         """The ``--authorize-proxy-subpath`` review took ``seconds``; ``success``:

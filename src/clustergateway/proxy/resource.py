@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -39,7 +40,7 @@ from clustergateway.observe.labels import request_labels
 from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
-from clustergateway.proxy.forward import StreamingForward, finish_with_status
+from clustergateway.proxy.forward import StreamingForward, finish_with_status, upstream_error
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
 from clustergateway.proxy.paths import (
@@ -54,7 +55,14 @@ from clustergateway.proxy.pools import ClusterPools, ClusterUpstream, PoolSettin
 from clustergateway.proxy.upgrade import SpliceSettings, UpgradeSplice
 from clustergateway.registry.model import ClusterGateway, ClusterRegistry
 
-__all__ = ["ClusterProxy", "IdentityHook", "ProxySettings"]
+__all__ = [
+    "ClusterProxy",
+    "IdentityHook",
+    "ProbeAnswer",
+    "ProbeFailed",
+    "ProxySettings",
+    "is_health_path",
+]
 
 #: Distinct targets whose derived facts are memoised (cleared when full).
 _TARGET_CACHE_SIZE = 4096
@@ -135,9 +143,62 @@ def _content(request: Any) -> bytes | None:
     return None
 
 
+_HEALTH_PATHS = (b"/healthz", b"/livez", b"/readyz")
+
+
+def is_health_path(subpath: bytes) -> bool:
+    """``/healthz``, ``/livez``, ``/readyz`` or one of their checks (``/readyz/etcd``)."""
+    path = subpath.rstrip(b"/")
+    return any(path == p or path.startswith(p + b"/") for p in _HEALTH_PATHS)
+
+
 def _client_address(request: Any) -> bytes | None:
     host = getattr(request.getClientAddress(), "host", None)
     return host.encode("ascii", "replace") if isinstance(host, str) else None
+
+
+class ProbeFailed(Exception):
+    """A probe got no HTTP answer; the message says why (never a credential)."""
+
+
+class ProbeAnswer(NamedTuple):
+    """A probe's HTTP answer: the status and up to 1 KiB of the body."""
+
+    code: int
+    body: bytes
+
+
+_PROBE_BODY_LIMIT = 1024
+
+
+class _ProbeSink:
+    """Collects a probe's answer (a short body is all a health endpoint sends)."""
+
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+        self.done: Deferred[ProbeAnswer] = Deferred()
+        self._code = 0
+        self._body = b""
+
+    def head_received(self, head: Any, producer: Any) -> None:
+        self._code = head.code
+
+    def body_received(self, data: bytes) -> None:
+        if len(self._body) < _PROBE_BODY_LIMIT:
+            self._body = (self._body + data)[:_PROBE_BODY_LIMIT]
+
+    def body_done(self) -> None:
+        if not self.done.called:
+            self.done.callback(ProbeAnswer(self._code, self._body))
+
+    def failed(self, reason: Failure, head_received: bool) -> None:
+        if not self.done.called:
+            self.done.errback(ProbeFailed(upstream_error(self.cluster, reason).message))
+
+    def time_out(self, exchange: Any, timeout: float) -> None:
+        if not self.done.called:
+            self.done.errback(ProbeFailed(f"no answer within {timeout:g}s"))
+        exchange.cancel()
 
 
 @attrs.define
@@ -162,6 +223,13 @@ class ClusterProxy:
         default=None, on_setattr=lambda self, _a, value: self._share_metrics(value)
     )
     _targets: dict[tuple[bytes, bytes, bytes], _Target] = attrs.field(factory=dict, init=False)
+    #: ``HealthinessCheck``: answer 503 for unhealthy clusters without dialing them.
+    refuse_unhealthy: bool = False
+    #: Seconds a refused caller is told to wait (``Retry-After``).  client-go
+    #: (kubectl, controllers) retries such a 503 up to 10 times: at 1 s kubectl
+    #: reports the reason after ~10 s instead of hanging for minutes, and a
+    #: refusal costs no dial, so the retries are cheap.
+    retry_after: int = 1
 
     _log = Logger()
 
@@ -300,6 +368,28 @@ class ClusterProxy:
             self._targets[key] = target
         return target
 
+    def admit(self, cluster: ClusterGateway, subpath: bytes) -> None:
+        """Raise a 503 ``Status`` with ``Retry-After`` if ``cluster`` must not be dialed.
+
+        The one admission check of both request paths (twisted.web's and the
+        lean one both build their request with :meth:`outbound`).  With
+        ``HealthinessCheck`` an unhealthy cluster is refused before any
+        connection is made, except for its own ``/healthz``, ``/livez`` and
+        ``/readyz``: an external prober (Go's addon-manager probes through
+        the proxy, then PUTs ``health``) must still see it recover.
+        """
+        if cluster.healthy or not self.refuse_unhealthy or is_health_path(subpath):
+            return
+        reason = cluster.healthy_reason or "no reason given"
+        raise ServiceUnavailable(
+            f"cluster {cluster.name} is unhealthy: {reason}",
+            {
+                "name": cluster.name,
+                "kind": "clustergateways",
+                "retryAfterSeconds": self.retry_after,
+            },
+        )
+
     async def outbound(
         self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
     ) -> Outbound | None:
@@ -324,6 +414,7 @@ class ClusterProxy:
                 subpath.decode("utf-8", "replace"),
                 query.decode("utf-8", "replace"),
             )
+        self.admit(cluster, subpath)
         credential = await self.credentials.credential_for(cluster)
         impersonation = self.identity_for(cluster, user, request)
         try:
@@ -356,6 +447,38 @@ class ClusterProxy:
             headers.extend((name, [value]) for name, value in impersonation.headers())
         timeout = None if long_running else self.settings.response_header_timeout
         return Outbound(upstream, method, path, headers, _content(request), upgrade, timeout)
+
+    async def probe(self, cluster: ClusterGateway, path: bytes, timeout: float) -> ProbeAnswer:
+        """``GET path`` on ``cluster`` as the gateway itself: the Secret's credential,
+        the cluster's egress and pool, no caller identity; not admitted (a probe
+        is how an unhealthy cluster is seen to recover).
+
+        Returns the status and the first bytes of the body; raises
+        :class:`ProbeFailed` naming the cause (unusable endpoint or credential,
+        dial or TLS error, no answer within ``timeout`` seconds).
+        """
+        try:
+            credential = await self.credentials.credential_for(cluster)
+            upstream = self.pools.upstream_for(cluster, credential)
+        except StatusError as e:
+            raise ProbeFailed(e.message) from None
+        except ValueError as e:  # UnsupportedEndpoint, TLSConfigError
+            raise ProbeFailed(str(e)) from None
+        target = upstream.target
+        headers = [(b"Host", [target.host_header]), (b"Accept", [b"text/plain, */*"])]
+        if credential.authorization is not None:
+            headers.append((b"Authorization", [credential.authorization]))
+        out = Outbound(
+            upstream, b"GET", join_path(target.base_path, path), headers, None, False, timeout
+        )
+        sink = _ProbeSink(cluster.name)
+        exchange = upstream.send(sink, out)
+        timer = self.reactor.callLater(timeout, sink.time_out, exchange, timeout)
+        try:
+            return await sink.done
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def _proxy(
         self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo

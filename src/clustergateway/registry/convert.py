@@ -25,6 +25,11 @@ Decisions where the Go code has quirks (spec §14):
   send it and fail), other control characters are an error.
 - ``Dynamic``: the ``exec`` JSON is validated and kept as canonical JSON; the
   plugin is never run here.
+- health: the status annotations are read whatever the ``HealthinessCheck``
+  gate says (:func:`recorded_health`); no annotation means healthy, and a bad
+  value is an unhealthy verdict naming it rather than a conversion error.
+- with ``--ocm-integration`` an ``endpoint_from`` source (the ManagedCluster,
+  ``registry.ocm``) replaces the Secret's ``endpoint`` and CA.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,10 +61,12 @@ from clustergateway.registry.model import ClusterGateway, CredentialSpec, Endpoi
 __all__ = [
     "Conversion",
     "ConversionError",
+    "EndpointSource",
     "PROXY_URL_SCHEMES",
     "convert_secret",
     "convert_secret_with_warnings",
     "endpoint_address",
+    "recorded_health",
     "secret_data",
     "secret_ref",
 ]
@@ -302,7 +309,18 @@ def _exec_config(data: Mapping[str, bytes]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-def _endpoint(data: Mapping[str, bytes], endpoint_type: str, group: str) -> EndpointSpec:
+#: Gives the (address, CA bundle) that replace the Secret's ``endpoint`` and
+#: ``ca.crt`` (an OCM ManagedCluster's, ``registry.ocm``); raises ``ValueError``
+#: naming the cause.  Called only for ``Const`` endpoints.
+EndpointSource = Callable[[], tuple[str, bytes | None]]
+
+
+def _endpoint(
+    data: Mapping[str, bytes],
+    endpoint_type: str,
+    group: str,
+    endpoint_from: EndpointSource | None = None,
+) -> EndpointSpec:
     if endpoint_type == "ClusterProxy":
         # Reached through the konnectivity tunnel by name; endpoint/CA are ignored (as Go).
         return EndpointSpec(type="ClusterProxy")
@@ -310,6 +328,19 @@ def _endpoint(data: Mapping[str, bytes], endpoint_type: str, group: str) -> Endp
         raise _Invalid(
             f"unknown endpoint type {_quote(endpoint_type)} in label "
             f'"{endpoint_type_label(group)}", want Const or ClusterProxy'
+        )
+    if endpoint_from is not None:
+        try:
+            address, ca = endpoint_from()
+        except ValueError as e:
+            raise _Invalid(str(e)) from None
+        # Go never sets insecure from a ManagedCluster: no CA means the system roots.
+        return EndpointSpec(
+            type="Const",
+            address=address,
+            ca_bundle=ca,
+            proxy_url=_proxy_url(_text(data, "proxy-url")) if "proxy-url" in data else None,
+            tls_server_name=_tls_server_name(data),
         )
     if "endpoint" not in data:
         raise _Invalid('missing data key "endpoint" (the cluster\'s apiserver URL)')
@@ -332,11 +363,7 @@ def _endpoint(data: Mapping[str, bytes], endpoint_type: str, group: str) -> Endp
             raise _Invalid(
                 f'data key "insecure-skip-tls-verify" has value {_quote(flag)}, want true or false'
             ) from None
-    tls_server_name = None
-    if "tls-server-name" in data:
-        tls_server_name = _text(data, "tls-server-name").strip()
-        if not tls_server_name or _has_control(tls_server_name) or " " in tls_server_name:
-            raise _Invalid('data key "tls-server-name" must be a host name')
+    tls_server_name = _tls_server_name(data)
     proxy_url = _proxy_url(_text(data, "proxy-url")) if "proxy-url" in data else None
     return EndpointSpec(
         type="Const",
@@ -346,6 +373,15 @@ def _endpoint(data: Mapping[str, bytes], endpoint_type: str, group: str) -> Endp
         proxy_url=proxy_url,
         tls_server_name=tls_server_name,
     )
+
+
+def _tls_server_name(data: Mapping[str, bytes]) -> str | None:
+    if "tls-server-name" not in data:
+        return None
+    name = _text(data, "tls-server-name").strip()
+    if not name or _has_control(name) or " " in name:
+        raise _Invalid('data key "tls-server-name" must be a host name')
+    return name
 
 
 def _credential(data: Mapping[str, bytes], credential_type: str, group: str) -> CredentialSpec:
@@ -380,17 +416,27 @@ def _credential(data: Mapping[str, bytes], credential_type: str, group: str) -> 
     )
 
 
-def _health(annotations: Mapping[str, str]) -> tuple[bool, str]:
-    raw = annotations.get(HEALTHY_ANNOTATION, "")
-    healthy = False
-    if raw:
-        try:
-            healthy = parse_go_bool(raw)
-        except ValueError:
-            raise _Invalid(
-                f'annotation "{HEALTHY_ANNOTATION}" has value {_quote(raw)}, want true or false'
-            ) from None
-    return healthy, annotations.get(HEALTHY_REASON_ANNOTATION, "")
+def recorded_health(annotations: Mapping[str, str]) -> tuple[bool, str]:
+    """The health a Secret's status annotations record: ``(healthy, reason)``.
+
+    Read whatever the ``HealthinessCheck`` gate says (the gate decides whether
+    unhealthy clusters are refused), so what a ``health`` PUT writes is what a
+    GET shows.  No annotation (or an empty one) means nobody reported a
+    problem: healthy, so a Secret nobody probes is not shown as broken (Go
+    showed ``false`` for every such cluster).  A value Go's ``ParseBool``
+    rejects is unhealthy with a reason naming the annotation: the cluster
+    stays usable through the API, and the problem shows where health shows.
+    """
+    raw = annotations.get(HEALTHY_ANNOTATION, "").strip()
+    reason = annotations.get(HEALTHY_REASON_ANNOTATION, "")
+    if not raw:
+        return True, reason
+    try:
+        return parse_go_bool(raw), reason
+    except ValueError:
+        return False, (
+            f'annotation "{HEALTHY_ANNOTATION}" has value {_quote(raw)}, want true or false'
+        )
 
 
 def _proxy_config(text: str, cluster: str) -> dict[str, Any]:
@@ -420,9 +466,18 @@ def _proxy_config(text: str, cluster: str) -> dict[str, Any]:
 
 
 def convert_secret_with_warnings(
-    secret: Mapping[str, Any], *, group: str, gates: FeatureGates
+    secret: Mapping[str, Any],
+    *,
+    group: str,
+    gates: FeatureGates,
+    endpoint_from: EndpointSource | None = None,
 ) -> Conversion:
-    """Convert ``secret`` (a Secret object as a dict); raise :class:`ConversionError`."""
+    """Convert ``secret`` (a Secret object as a dict); raise :class:`ConversionError`.
+
+    ``endpoint_from`` (``--ocm-integration`` with a ManagedCluster of the same
+    name) supplies a ``Const`` endpoint's address and CA instead of the
+    Secret's data.
+    """
     ref = secret_ref(secret)
     try:
         meta = _metadata(secret)
@@ -439,9 +494,9 @@ def convert_secret_with_warnings(
         except ValueError as e:
             raise _Invalid(str(e)) from None
         endpoint_type = labels.get(endpoint_type_label(group)) or "Const"
-        endpoint = _endpoint(data, endpoint_type, group)
+        endpoint = _endpoint(data, endpoint_type, group, endpoint_from)
         credential = _credential(data, labels[credential_label], group)
-        healthy, reason = _health(annotations) if gates.healthiness_check else (False, "")
+        healthy, reason = recorded_health(annotations)
     except _Invalid as e:
         raise ConversionError(ref, str(e)) from None
 
@@ -467,6 +522,14 @@ def convert_secret_with_warnings(
     return Conversion(gateway, tuple(warnings))
 
 
-def convert_secret(secret: Mapping[str, Any], *, group: str, gates: FeatureGates) -> ClusterGateway:
+def convert_secret(
+    secret: Mapping[str, Any],
+    *,
+    group: str,
+    gates: FeatureGates,
+    endpoint_from: EndpointSource | None = None,
+) -> ClusterGateway:
     """Convert ``secret``; raise :class:`ConversionError` naming the Secret and the cause."""
-    return convert_secret_with_warnings(secret, group=group, gates=gates).gateway
+    return convert_secret_with_warnings(
+        secret, group=group, gates=gates, endpoint_from=endpoint_from
+    ).gateway

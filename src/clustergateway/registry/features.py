@@ -47,7 +47,9 @@ def parse_go_bool(text: str) -> bool:
 class FeatureGates:
     """The gates and their Go defaults (Alpha gates off, Beta gates on).
 
-    - ``HealthinessCheck``: fill ``status`` from the Secret's health annotations.
+    - ``HealthinessCheck``: refuse proxied requests to unhealthy clusters (503).
+      (In Go it only filled ``status`` from the health annotations; here
+      ``status`` always shows the health, so what is written is what is read.)
     - ``SecretCache``: kept for compatibility; the registry always caches.
     - ``ClientIdentityPenetration``: parse the per-cluster proxy-config annotation.
     - ``OCMClusterCache``: watch OCM ManagedClusters when the hub serves them.

@@ -349,9 +349,10 @@ class HubSecretSource(Service):
 class HubManagedClusterSource(Service):
     """Feeds ``registry`` with OCM ManagedClusters, when the hub serves them.
 
-    Whether ``cluster.open-cluster-management.io/v1`` is served is asked once
-    (retried with backoff while the hub is unreachable); if it is not, this
-    logs it and does nothing, as Go does.
+    Whether ``cluster.open-cluster-management.io/v1`` is served is asked
+    first (retried with backoff while the hub is unreachable); if it is not,
+    this logs it once, as Go does, and asks again every ``recheck_period``
+    without logging, so a CRD installed later is picked up without a restart.
     """
 
     reactor: IReactorTime
@@ -359,6 +360,8 @@ class HubManagedClusterSource(Service):
     registry: SecretRegistry
     resync_period: float = DEFAULT_RESYNC_PERIOD
     backoff: Backoff = attrs.field(factory=Backoff)
+    #: Seconds between asking again whether the hub serves ManagedClusters.
+    recheck_period: float = 60.0
     _reflector: ListWatch | None = attrs.field(default=None, init=False)
     _probe: Deferred[None] | None = attrs.field(default=None, init=False)
     #: None until known; then whether the hub serves ManagedClusters.
@@ -372,32 +375,24 @@ class HubManagedClusterSource(Service):
         self._probe.addErrback(_ignore_cancel)
 
     async def _start(self) -> None:
+        absent_logged = False
         while True:
-            try:
-                discovery = await self.client.get_json(_OCM_GROUP_VERSION)
+            served = await self._discover()
+            self.served = served
+            if served:
                 break
-            except errors.NotFound:
-                self.served = False
+            if not absent_logged:
+                absent_logged = True
                 self._log.info(
-                    "OCM ManagedCluster CRD not installed, skip watching OCM ManagedClusters"
+                    "OCM ManagedCluster CRD not installed, skip watching OCM ManagedClusters "
+                    "(asking again every {period:.0f}s)",
+                    period=self.recheck_period,
                 )
-                return
-            except errors.StatusError as e:
-                delay = self.backoff.next()
-                self._log.warn(
-                    "Cannot ask the hub whether it serves ManagedClusters ({problem}); "
-                    "retrying in {delay:.1f}s",
-                    problem=e.message,
-                    delay=delay,
-                )
-                await deferLater(self.reactor, delay)
-        resources = discovery.get("resources") or []
-        self.served = any(
-            isinstance(r, dict) and r.get("name") == "managedclusters" for r in resources
-        )
-        if not self.served:
-            self._log.info("The hub serves no managedclusters resource; skipping them")
-            return
+            # The CRD may be installed later (OCM set up after the gateway): ask
+            # again, quietly, so that clusters from ManagedClusters appear then.
+            await deferLater(self.reactor, self.recheck_period)
+        if absent_logged:
+            self._log.info("OCM ManagedClusters are served now; watching them")
         self.backoff.reset()
         self._reflector = ListWatch(
             self.reactor,
@@ -410,6 +405,28 @@ class HubManagedClusterSource(Service):
             describe="OCM managed clusters",
         )
         self._reflector.start()
+
+    async def _discover(self) -> bool:
+        """Whether the hub serves ``managedclusters``; retried while the hub fails."""
+        while True:
+            try:
+                discovery = await self.client.get_json(_OCM_GROUP_VERSION)
+            except errors.NotFound:
+                return False
+            except errors.StatusError as e:
+                delay = self.backoff.next()
+                self._log.warn(
+                    "Cannot ask the hub whether it serves ManagedClusters ({problem}); "
+                    "retrying in {delay:.1f}s",
+                    problem=e.message,
+                    delay=delay,
+                )
+                await deferLater(self.reactor, delay)
+                continue
+            resources = discovery.get("resources") or []
+            return any(
+                isinstance(r, dict) and r.get("name") == "managedclusters" for r in resources
+            )
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         super().stopService()  # type: ignore[no-untyped-call]

@@ -105,6 +105,9 @@ class RegistryEntry:
     error: str | None = None
     #: The registry's ``resource_version`` at which this entry last changed.
     resource_version: int = 0
+    #: Not served at all (``--ocm-managed-clusters-only`` and no ManagedCluster
+    #: of this name): a GET answers 404 with ``error`` as the reason.
+    hidden: bool = False
 
 
 RegistryEvent = Literal["ADDED", "MODIFIED", "DELETED"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from clustergateway.registry.keys import credential_type_label, endpoint_type_label
 
-__all__ = ["DEFAULT_GROUP", "cluster_secret"]
+__all__ = ["DEFAULT_GROUP", "cluster_secret", "managed_cluster"]
 
 DEFAULT_GROUP = "cluster.core.oam.dev"
 
@@ -81,4 +81,54 @@ def cluster_secret(
         "type": "Opaque",
         "metadata": metadata,
         "data": {key: _b64(value) for key, value in data.items()},
+    }
+
+
+def managed_cluster(
+    name: str,
+    *,
+    url: str | None = "https://127.0.0.1:6443",
+    ca: bytes | None = None,
+    available: str | None = "True",
+    reason: str = "",
+    message: str = "",
+    resource_version: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An OCM ``ManagedCluster`` dict (``cluster.open-cluster-management.io/v1``).
+
+    ``url=None`` leaves out the client configs; ``available`` is the status of
+    its ``ManagedClusterConditionAvailable`` condition (None: no condition).
+    """
+    spec: dict[str, Any] = {"hubAcceptsClient": True}
+    if url is not None:
+        config: dict[str, Any] = {"url": url}
+        if ca is not None:
+            config["caBundle"] = _b64(ca)
+        spec["managedClusterClientConfigs"] = [config]
+    conditions: list[dict[str, Any]] = []
+    if available is not None:
+        conditions.append(
+            {
+                "type": "ManagedClusterConditionAvailable",
+                "status": available,
+                "reason": reason
+                or (
+                    "ManagedClusterAvailable"
+                    if available == "True"
+                    else "ManagedClusterLeaseUpdateStopped"
+                ),
+                "message": message,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        )
+    metadata: dict[str, Any] = {"name": name, "labels": dict(labels or {})}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": "cluster.open-cluster-management.io/v1",
+        "kind": "ManagedCluster",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {"conditions": conditions},
     }

@@ -27,15 +27,25 @@ from twisted.logger import Logger
 from clustergateway import errors
 from clustergateway.registry.convert import (
     ConversionError,
+    EndpointSource,
     convert_secret_with_warnings,
+    recorded_health,
     secret_ref,
 )
 from clustergateway.registry.features import FeatureGates
+from clustergateway.registry.keys import HEALTHY_ANNOTATION, HEALTHY_REASON_ANNOTATION
 from clustergateway.registry.model import (
     ClusterGateway,
     RegistryEntry,
     RegistryEvent,
     RegistryListener,
+)
+from clustergateway.registry.ocm import (
+    ManagedClusterError,
+    OCMHealth,
+    combine_health,
+    managed_cluster_endpoint,
+    managed_cluster_health,
 )
 from clustergateway.registry.selector import LabelSelector
 from clustergateway.registry.virtualcluster import (
@@ -69,6 +79,13 @@ def _int_version(obj: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _string_annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = _meta(obj).get("annotations")
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
 def _is_stale(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> bool:
     """True if ``incoming`` is an older version of ``current``.
 
@@ -82,14 +99,27 @@ def _is_stale(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> bool:
 
 @attrs.define
 class SecretRegistry:
-    """The clusters known from Secrets (and OCM ManagedClusters, for VirtualCluster).
+    """The clusters known from Secrets (and OCM ManagedClusters).
 
     ``group`` is the API group (label keys derive from it); ``gates`` the
-    feature gates the conversion honours.
+    feature gates the conversion honours.  With ``ocm_integration`` a
+    cluster whose OCM ManagedCluster exists takes its endpoint, CA and
+    ``Available`` condition from it (``registry.ocm``); a ManagedCluster
+    change re-derives the cluster and emits MODIFIED like a Secret change, so
+    pools are rebuilt and ``clustergateways`` watches see it.  Secret-only
+    clusters stay (Go's hybrid mode) unless ``managed_clusters_only``.
+
+    The health a cluster shows is the one every reader sees (list, get,
+    watch, the ``health`` subresource, the proxy's refusal): its Secret's
+    status annotations — or, for a registry without a hub to write to
+    (``--secrets-dir``), what :meth:`record_health` recorded in memory in
+    their place — combined with OCM's verdict (``registry.ocm``).
     """
 
     group: str
     gates: FeatureGates = attrs.field(factory=FeatureGates)
+    ocm_integration: bool = False
+    managed_clusters_only: bool = False
     _entries: dict[str, RegistryEntry] = attrs.field(factory=dict, init=False, repr=False)
     _managed: dict[str, Mapping[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
     _version: int = attrs.field(default=0, init=False)
@@ -101,6 +131,8 @@ class SecretRegistry:
     )
     #: (kind of problem, name) → marker (e.g. resourceVersion) last reported.
     _reported: dict[tuple[str, str], object] = attrs.field(factory=dict, init=False, repr=False)
+    #: Health recorded in memory in place of the Secret's annotations.
+    _recorded: dict[str, tuple[bool, str]] = attrs.field(factory=dict, init=False, repr=False)
 
     _log: ClassVar[Logger] = Logger()
 
@@ -134,6 +166,9 @@ class SecretRegistry:
         entry = self._entries.get(name)
         if entry is None:
             raise errors.NotFound.for_object("clustergateways", self.group, name)
+        if entry.hidden:
+            found = errors.NotFound.for_object("clustergateways", self.group, name)
+            raise errors.NotFound(f"{found.message}: {entry.error}", found.details)
         if entry.gateway is None:
             raise errors.ServiceUnavailable(
                 f'clustergateways.{self.group} "{name}" is unavailable: {entry.error}',
@@ -274,6 +309,43 @@ class SecretRegistry:
                 listener(event, managed, self._version)
             except Exception:
                 self._log.failure("ManagedCluster listener failed")
+        if self.ocm_integration:
+            self._refresh(name)
+
+    # -- health -------------------------------------------------------------------------
+
+    def recorded_health(self, name: str) -> tuple[bool, str] | None:
+        """The health recorded for ``name`` (annotations, or in memory); None if unknown.
+
+        This is the recorded source alone, before OCM's verdict: what a
+        prober compares its result with to decide whether to write.
+        """
+        if name in self._recorded:
+            return self._recorded[name]
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        return recorded_health(_string_annotations(entry.secret))
+
+    def record_health(self, name: str, healthy: bool, reason: str) -> None:
+        """Record health in memory in place of the Secret's annotations (no hub).
+
+        Kept until the cluster's Secret goes; a change emits MODIFIED.
+        """
+        if name not in self._entries:
+            return
+        self._recorded[name] = (healthy, reason)
+        self._refresh(name)
+
+    def with_recorded_health(self, name: str, healthy: bool, reason: str) -> ClusterGateway:
+        """The cluster as it shows once ``healthy``/``reason`` are recorded for it.
+
+        What a ``health`` PUT answers: the same combination every reader
+        sees, so an OCM verdict still shows.  Raises like :meth:`get`.
+        """
+        gateway = self.get(name)
+        health, _problem = self._ocm_health(name)
+        return combine_health(attrs.evolve(gateway, healthy=healthy, healthy_reason=reason), health)
 
     # -- internals --------------------------------------------------------------------
 
@@ -285,32 +357,105 @@ class SecretRegistry:
             if check_stale and _is_stale(old.secret, secret):
                 return
         self._version += 1
-        entry = self._convert(name, secret)
+        entry = self._convert(name, secret, self._version)
         self._entries[name] = entry
         self._notify("ADDED" if old is None else "MODIFIED", entry)
+
+    def _refresh(self, name: str) -> None:
+        """Re-derive ``name`` from its stored Secret (a ManagedCluster or recorded
+        health changed); emit MODIFIED if what readers see changed."""
+        old = self._entries.get(name)
+        if old is None:
+            return
+        entry = self._convert(name, old.secret, self._version + 1)
+        if (entry.gateway, entry.error, entry.hidden) == (old.gateway, old.error, old.hidden):
+            return
+        self._version += 1
+        self._entries[name] = entry
+        self._notify("MODIFIED", entry)
 
     def _remove(self, name: str) -> None:
         old = self._entries.pop(name, None)
         self._reported.pop(("conversion", name), None)
+        self._recorded.pop(name, None)
         if old is None:
             return
         self._version += 1
         self._notify("DELETED", old)
 
-    def _convert(self, name: str, secret: Mapping[str, Any]) -> RegistryEntry:
-        version = self._version
+    def _ocm_health(self, name: str) -> tuple[OCMHealth | None, str | None]:
+        """OCM's verdict on ``name`` (None: no say) and the problem met reading it."""
+        managed = self._managed.get(name) if self.ocm_integration else None
+        if managed is None:
+            return None, None
         try:
-            conversion = convert_secret_with_warnings(secret, group=self.group, gates=self.gates)
+            return managed_cluster_health(managed), None
+        except ManagedClusterError as e:
+            return OCMHealth(False, str(e)), str(e)
+
+    def _endpoint_source(self, name: str) -> EndpointSource | None:
+        managed = self._managed.get(name) if self.ocm_integration else None
+        if managed is None:
+            return None
+
+        return lambda: managed_cluster_endpoint(managed)
+
+    def _report_managed(self, name: str, managed: Mapping[str, Any], problem: str) -> None:
+        self._report(
+            "managedcluster",
+            name,
+            (_meta(managed).get("resourceVersion"), problem),
+            "OCM ManagedCluster of cluster {name} is unusable: {cause}",
+            cause=problem,
+        )
+
+    def _effective_secret(self, name: str, secret: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``secret`` with the in-memory recorded health as its status annotations."""
+        recorded = self._recorded.get(name)
+        if recorded is None:
+            return secret
+        meta = dict(_meta(secret))
+        annotations = dict(_string_annotations(secret))
+        annotations[HEALTHY_ANNOTATION] = "true" if recorded[0] else "false"
+        annotations[HEALTHY_REASON_ANNOTATION] = recorded[1]
+        meta["annotations"] = annotations
+        return {**secret, "metadata": meta}
+
+    def _convert(self, name: str, secret: Mapping[str, Any], version: int) -> RegistryEntry:
+        if self.managed_clusters_only and name not in self._managed:
+            return RegistryEntry(
+                name,
+                secret,
+                error=f'there is no OCM ManagedCluster "{name}" '
+                "(--ocm-managed-clusters-only hides clusters without one)",
+                resource_version=version,
+                hidden=True,
+            )
+        endpoint_from = self._endpoint_source(name)
+        try:
+            conversion = convert_secret_with_warnings(
+                self._effective_secret(name, secret),
+                group=self.group,
+                gates=self.gates,
+                endpoint_from=endpoint_from,
+            )
         except ConversionError as e:
             self._report(
                 "conversion",
                 name,
-                _meta(secret).get("resourceVersion") or secret,
+                (_meta(secret).get("resourceVersion") or secret, e.cause),
                 "Cluster secret {secret} cannot be converted: {cause}",
                 secret=e.ref,
                 cause=e.cause,
             )
-            return RegistryEntry(name, secret, error=e.message, resource_version=version)
+            message = e.message
+            if (
+                self.ocm_integration
+                and endpoint_from is None
+                and e.cause.startswith('missing data key "endpoint"')
+            ):
+                message += f' and there is no OCM ManagedCluster "{name}" to take it from'
+            return RegistryEntry(name, secret, error=message, resource_version=version)
         except Exception:
             # A bug in conversion must not take the registry down; never log the data.
             self._log.failure(
@@ -321,7 +466,11 @@ class SecretRegistry:
         self._reported.pop(("conversion", name), None)
         for warning in conversion.warnings:
             self._log.warn("{warning}", warning=warning)
-        return RegistryEntry(name, secret, gateway=conversion.gateway, resource_version=version)
+        health, problem = self._ocm_health(name)
+        if problem is not None:
+            self._report_managed(name, self._managed[name], problem)
+        gateway = combine_health(conversion.gateway, health)
+        return RegistryEntry(name, secret, gateway=gateway, resource_version=version)
 
     def _report(
         self, problem: str, name: str, marker: object, template: str, **fields: object

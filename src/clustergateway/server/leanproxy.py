@@ -435,15 +435,18 @@ class LeanRequest:
         body = errors.status_body(error)
         self.code = error.code
         self.sentLength = len(body)
-        self._write_status(error.code, body)
+        self._write_status(error.code, body, errors.retry_after(error))
         self._finish()
 
-    def _write_status(self, code: int, body: bytes) -> None:
+    def _write_status(self, code: int, body: bytes, retry_after: bytes | None) -> None:
         head = [b"HTTP/1.1 %d %s\r\n" % (code, RESPONSES.get(code, b"Unknown Status"))]
         if not self.persistent:
             head.append(_CLOSE)
         head.append(b"Date: %s\r\n" % self.channel.site.http_date())
-        head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body))
+        if retry_after is not None:  # in render_status's order
+            head.append(b"Retry-After: %s\r\n" % retry_after)
+        head.append(b"\r\n")
         self.startedWriting = True
         transport = self.channel.transport
         transport.write(b"".join(head))
@@ -561,15 +564,15 @@ class LeanH2Request(LeanRequest):
         stream = self.channel
         stream._conn.writeHeaders(b"HTTP/2", b"%d" % code, b"", headers, stream.streamID)
 
-    def _write_status(self, code: int, body: bytes) -> None:
-        self._write_head(
-            code,
-            [
-                (b"date", self.channel.site.http_date()),
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        )
+    def _write_status(self, code: int, body: bytes, retry_after: bytes | None) -> None:
+        headers = [
+            (b"date", self.channel.site.http_date()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after))
+        self._write_head(code, headers)
         if not self._no_body:
             self.channel.write(body)
 

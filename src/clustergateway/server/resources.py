@@ -79,6 +79,8 @@ class ServedRegistry(Protocol):
 
     def virtual_cluster(self, name: str) -> VirtualCluster: ...
 
+    def with_recorded_health(self, name: str, healthy: bool, reason: str) -> ClusterGateway: ...
+
 
 class HealthWriter(Protocol):
     """Records a cluster's healthiness in its Secret's status annotations."""
@@ -369,7 +371,9 @@ class ClusterResources:
             )
         healthy, reason = _health_of(desired)
         await self.health_writer.write_health(name, healthy, reason)
-        updated = attrs.evolve(gateway, healthy=healthy, healthy_reason=reason)
+        # What every reader will show once the write is seen: the recorded
+        # health combined with OCM's verdict (Go answered the Secret alone).
+        updated = self.registry.with_recorded_health(name, healthy, reason)
         rep = negotiate(request.getHeader(b"accept"), frozenset({"json", "yaml"}))
         return self._respond(request, rep, cluster_gateway_object(updated, self.gv))
 

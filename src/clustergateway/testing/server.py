@@ -22,6 +22,7 @@ from twisted.internet import ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from clustergateway.auth.user import UserInfo
@@ -81,6 +82,25 @@ def _pod_log_lines(namespace: str, pod: str, container: str) -> list[str]:
     return [f"{namespace}/{pod}/{container}: line {i}" for i in range(1, 11)]
 
 
+class _DarkConnection(Protocol):
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+class _DarkFactory(Factory):
+    """Counts the connections made to a cluster gone dark (``SimulatedCluster.go_dark``)."""
+
+    protocol = _DarkConnection
+
+    def __init__(self, cluster: SimulatedCluster) -> None:
+        self.cluster = cluster
+
+    def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802 - Twisted's name
+        self.cluster.dark_accepts += 1
+        return _DarkConnection()
+
+
 @attrs.define(eq=False)
 class SimulatedCluster:
     """A simulated kube-apiserver with its PKI, objects, recorder and fault knobs.
@@ -117,7 +137,10 @@ class SimulatedCluster:
     #: a cluster behind an HTTP/1.1-only proxy).
     http2: bool = True
     watches: set[WatchStream] = attrs.field(factory=set)
+    #: TCP connections accepted (and closed at once) while :meth:`go_dark` holds the port.
+    dark_accepts: int = attrs.field(default=0, init=False)
     _listening: IListeningPort | None = attrs.field(default=None, init=False)
+    _dark: IListeningPort | None = attrs.field(default=None, init=False)
     _site: SimSite | None = attrs.field(default=None, init=False)
     _streams: Any = attrs.field(default=None, init=False)
     _stall_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
@@ -352,6 +375,27 @@ class SimulatedCluster:
             site.detach()
         if listening is not None:
             stopped = listening.stopListening()
+            if stopped is not None:
+                await stopped
+        await self._stop_dark()
+
+    async def go_dark(self) -> None:
+        """Stop serving but keep the port: every TCP connection is accepted, counted in
+        ``dark_accepts`` and closed at once, as on a host whose apiserver died.  Tests
+        see each dial a client makes (a stopped port would only refuse them)."""
+        port = self.port
+        await self.stop()
+        self._dark = self.reactor.listenTCP(port, _DarkFactory(self), interface=self.interface)
+
+    async def come_back(self) -> None:
+        """Serve again on the same port after :meth:`go_dark`."""
+        await self._stop_dark()
+        await self.start(port=self.port)
+
+    async def _stop_dark(self) -> None:
+        dark, self._dark = self._dark, None
+        if dark is not None:
+            stopped = dark.stopListening()
             if stopped is not None:
                 await stopped
 

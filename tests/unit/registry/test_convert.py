@@ -474,28 +474,75 @@ GATED = FeatureGates(healthiness_check=True)
 @pytest.mark.parametrize(
     ("annotations", "gates", "healthy", "reason"),
     [
-        ({HEALTH: "true", REASON: "ok"}, DEFAULT, False, ""),
+        ({HEALTH: "true", REASON: "ok"}, DEFAULT, True, "ok"),
         ({HEALTH: "true", REASON: "ok"}, GATED, True, "ok"),
         ({HEALTH: "1"}, GATED, True, ""),
-        ({HEALTH: "T"}, GATED, True, ""),
+        ({HEALTH: "T"}, DEFAULT, True, ""),
         ({HEALTH: "False", REASON: "ConnectionTimeout"}, GATED, False, "ConnectionTimeout"),
-        ({HEALTH: ""}, GATED, False, ""),
-        ({}, GATED, False, ""),
+        ({HEALTH: "false", REASON: "ConnectionTimeout"}, DEFAULT, False, "ConnectionTimeout"),
+        ({HEALTH: ""}, GATED, True, ""),
+        ({}, GATED, True, ""),
+        ({}, DEFAULT, True, ""),
     ],
 )
 def test_health(
     annotations: dict[str, str], gates: FeatureGates, healthy: bool, reason: str
 ) -> None:
-    """With HealthinessCheck the status annotations fill status (Go ParseBool spellings)."""
+    """The status annotations fill status whatever the gate (Go ParseBool spellings);
+    without them nobody reported a problem, so the cluster shows healthy."""
     gateway = convert(cluster_secret("c1", token=TOKEN, annotations=annotations), gates)
     assert (gateway.healthy, gateway.healthy_reason) == (healthy, reason)
 
 
-def test_health_unparsable() -> None:
-    """An unparsable healthy annotation is an error with HealthinessCheck, ignored without."""
-    secret = cluster_secret("c1", token=TOKEN, annotations={HEALTH: "yes"})
-    assert f'annotation "{HEALTH}" has value "yes"' in error_of(secret, GATED)
-    assert convert(secret).healthy is False
+@pytest.mark.parametrize("gates", [DEFAULT, GATED])
+def test_health_unparsable(gates: FeatureGates) -> None:
+    """An unparsable healthy annotation makes the cluster unhealthy, the reason naming it;
+    the cluster still converts (a bad annotation must not make it unreachable)."""
+    secret = cluster_secret("c1", token=TOKEN, annotations={HEALTH: "yes", REASON: "x"})
+    gateway = convert(secret, gates)
+    assert gateway.healthy is False
+    assert gateway.healthy_reason == f'annotation "{HEALTH}" has value "yes", want true or false'
+
+
+def test_endpoint_from_replaces_endpoint_and_ca() -> None:
+    """An endpoint source (an OCM ManagedCluster) supplies address and CA; the Secret
+    needs no ``endpoint``, its ``ca.crt`` is ignored, proxy-url and SNI still apply."""
+    secret = cluster_secret(
+        "c1",
+        token=TOKEN,
+        endpoint=None,
+        ca=b"not used",
+        proxy_url="socks5://proxy:1080",
+        extra_data={"tls-server-name": "api.c1"},
+    )
+    gateway = convert_secret(
+        secret, group=GROUP, gates=DEFAULT, endpoint_from=lambda: ("https://mc:6443", None)
+    )
+    assert gateway.endpoint == EndpointSpec(
+        type="Const",
+        address="https://mc:6443",
+        ca_bundle=None,
+        insecure=False,
+        proxy_url="socks5://proxy:1080",
+        tls_server_name="api.c1",
+    )
+
+
+def test_endpoint_from_error_and_cluster_proxy() -> None:
+    """A failing endpoint source is the conversion's error; ClusterProxy never asks it."""
+
+    def broken() -> tuple[str, bytes | None]:
+        raise ValueError('ManagedCluster "c1" has no spec.managedClusterClientConfigs')
+
+    secret = cluster_secret("c1", token=TOKEN, endpoint=None)
+    with pytest.raises(ConversionError) as caught:
+        convert_secret(secret, group=GROUP, gates=DEFAULT, endpoint_from=broken)
+    assert caught.value.message == (
+        'secret vela-system/c1: ManagedCluster "c1" has no spec.managedClusterClientConfigs'
+    )
+    proxied = cluster_secret("c1", token=TOKEN, endpoint=None, endpoint_type="ClusterProxy")
+    gateway = convert_secret(proxied, group=GROUP, gates=DEFAULT, endpoint_from=broken)
+    assert gateway.endpoint == EndpointSpec(type="ClusterProxy")
 
 
 def test_status_annotations_do_not_follow_group() -> None:
@@ -503,6 +550,9 @@ def test_status_annotations_do_not_follow_group() -> None:
     secret = cluster_secret("c1", token=TOKEN, group="example.io", annotations={HEALTH: "true"})
     gateway = convert(secret, GATED, group="example.io")
     assert gateway.healthy is True
+    unhealthy = {HEALTH: "false"}
+    secret = cluster_secret("c1", token=TOKEN, group="example.io", annotations=unhealthy)
+    assert convert(secret, GATED, group="example.io").healthy is False
     assert "missing label" in error_of(secret, GATED)  # default group: no credential label
 
 

@@ -61,6 +61,21 @@ def secret(name: str, rv: str) -> dict[str, Any]:
 
 
 @pytest.fixture
+def caplog_events() -> Any:
+    """Formatted log lines emitted during the test."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
 def setup():
     clock = Clock()
     hub = FakeHub()
@@ -282,14 +297,25 @@ def managed_source(clock: Clock, hub: FakeHub, registry: SecretRegistry) -> HubM
     )
 
 
-def test_managed_clusters_not_served() -> None:
-    """Without the OCM API on the hub the ManagedCluster source does nothing."""
+def test_managed_clusters_not_served(caplog_events: list[str]) -> None:
+    """Without the OCM API on the hub the source logs it once and asks again quietly
+    every recheck period; a CRD installed later is then listed and watched."""
     clock, hub, registry = Clock(), FakeHub(), SecretRegistry(GROUP)
-    hub.responses.append(errors.NotFound("the server could not find the requested resource"))
+    absent = errors.NotFound("the server could not find the requested resource")
+    hub.responses += [absent, absent]
     source = managed_source(clock, hub, registry)
     source.startService()
-    assert source.served is False and hub.watches == [] and clock.getDelayedCalls() == []
+    assert source.served is False and hub.watches == []
+    clock.advance(source.recheck_period)
+    assert len(hub.lists) == 2 and hub.watches == []
+    assert sum("not installed" in line for line in caplog_events) == 1
+    hub.responses.append({"resources": [{"name": "managedclusters"}]})
+    hub.responses.append({"metadata": {"resourceVersion": "1"}, "items": []})
+    clock.advance(source.recheck_period)
+    assert source.served is True and len(hub.watches) == 1
+    assert sum("not installed" in line for line in caplog_events) == 1
     source.stopService()
+    assert clock.getDelayedCalls() == []
 
 
 def test_managed_clusters_served() -> None:

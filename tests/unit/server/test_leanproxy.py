@@ -11,6 +11,7 @@ and the scenario states whether the lean path served it at all.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class Rig:
     upstream: Upstream
     client: StringTransport
     channel: Any
+    proxy: Any = None
 
     def send(self, data: bytes) -> None:
         self.channel.dataReceived(data)
@@ -141,7 +143,7 @@ def rig(tmp_path: Path, lean: bool, *, refuse: bool = False, **config: Any) -> R
     protocol = service.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
     client = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
     protocol.makeConnection(client)
-    return Rig(service, reactor, upstream, client, protocol)
+    return Rig(service, reactor, upstream, client, protocol, proxy)
 
 
 def both(tmp_path: Path, script: Any, **options: Any) -> tuple[Rig, Rig]:
@@ -419,3 +421,68 @@ def test_head_deadlines_fire_late_never_early() -> None:
     assert slow.timed_out_at is not None and 10.5 <= slow.timed_out_at <= 12.5
     assert answered.timed_out_at is None
     assert clock.getDelayedCalls() == []  # no timer left once nothing waits
+
+
+HEALTH = "status.cluster.core.oam.dev/healthy"
+REASON = "status.cluster.core.oam.dev/healthy-reason"
+
+
+def unhealthy_rig(tmp_path: Path, lean: bool) -> Rig:
+    """A rig whose cluster ``c1`` is unhealthy and whose proxy refuses unhealthy clusters."""
+    r = rig(tmp_path, lean)
+    registry = r.service.registry
+    annotations = {HEALTH: "false", REASON: "GET /healthz: connection refused"}
+    registry.replace_all(
+        [
+            cluster_secret(
+                "c1", endpoint="http://10.0.0.1:6443", token="t0ken", annotations=annotations
+            )
+        ]
+    )
+    r.proxy.refuse_unhealthy = True
+    r.proxy.retry_after = 15
+    return r
+
+
+def test_unhealthy_cluster_is_refused_without_dialing(tmp_path: Path) -> None:
+    """HealthinessCheck: 503 naming the cluster and the reason, Retry-After, no dial;
+    both paths answer byte for byte alike and count the 503."""
+    lean = unhealthy_rig(tmp_path / "lean", True)
+    web = unhealthy_rig(tmp_path / "web", False)
+    for r in (lean, web):
+        r.send(get())
+    assert lean.served_lean == 1 and web.served_lean == 0
+    assert lean.outcome() == web.outcome()
+    out = lean.client.value()
+    assert out.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 15\r\n" in out
+    body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert body["message"] == "cluster c1 is unhealthy: GET /healthz: connection refused"
+    assert body["details"] == {"name": "c1", "kind": "clustergateways", "retryAfterSeconds": 15}
+    assert lean.upstream.connections == [] and web.upstream.connections == []
+    assert (
+        "ocm_proxy_proxied_requests_by_cluster_total",
+        {"cluster": "c1", "code": "503"},
+        1.0,
+    ) in (lean.outcome()["metrics"])
+
+
+@pytest.mark.parametrize(
+    "path", [b"/healthz", b"/livez", b"/readyz", b"/readyz/etcd", b"/healthz/"]
+)
+def test_unhealthy_cluster_health_paths_are_forwarded(tmp_path: Path, path: bytes) -> None:
+    """The cluster's own /healthz, /livez, /readyz still reach it (recovery is visible)."""
+    lean = unhealthy_rig(tmp_path / "lean", True)
+    lean.send(get(path))
+    lean.upstream.reply(answer(b"ok"))
+    assert lean.upstream.received().startswith(b"GET " + path + b" HTTP/1.1\r\n")
+    assert lean.client.value().endswith(b"\r\n\r\nok")
+
+
+def test_unhealthy_cluster_is_served_without_the_gate(tmp_path: Path) -> None:
+    """Without HealthinessCheck an unhealthy cluster is proxied to as before."""
+    r = unhealthy_rig(tmp_path, True)
+    r.proxy.refuse_unhealthy = False
+    r.send(get())
+    r.upstream.reply(answer(b"{}"))
+    assert r.client.value().startswith(b"HTTP/1.1 200 OK\r\n")

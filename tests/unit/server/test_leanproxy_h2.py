@@ -129,12 +129,32 @@ def _join_data(seen: list[Any]) -> list[Any]:
     return joined
 
 
-def h2_rig(tmp_path: Path, lean: bool, *, refuse: bool = False, window: int | None = None) -> H2Rig:
+def h2_rig(
+    tmp_path: Path,
+    lean: bool,
+    *,
+    refuse: bool = False,
+    window: int | None = None,
+    unhealthy: str | None = None,
+) -> H2Rig:
     reactor = MemoryReactorClock()
     registry = SecretRegistry("cluster.core.oam.dev")
-    registry.replace_all([cluster_secret("c1", endpoint="http://10.0.0.1:6443", token="t0ken")])
+    annotations = None
+    if unhealthy is not None:
+        annotations = {
+            "status.cluster.core.oam.dev/healthy": "false",
+            "status.cluster.core.oam.dev/healthy-reason": unhealthy,
+        }
+    registry.replace_all(
+        [
+            cluster_secret(
+                "c1", endpoint="http://10.0.0.1:6443", token="t0ken", annotations=annotations
+            )
+        ]
+    )
     upstream = Upstream(refuse=refuse)
     proxy = ClusterProxy.build(reactor, registry, dialer=upstream)  # type: ignore[arg-type]
+    proxy.refuse_unhealthy = True
     config = GatewayConfig(
         secure_port=0, bind_address="127.0.0.1", standalone=True, cert_dir=tmp_path / "certs"
     )
@@ -274,6 +294,21 @@ def test_unknown_cluster_and_refused_cluster(tmp_path: Path) -> None:
     response, data, _ = lean.outcome()["to_client"]
     assert (b":status", b"502") in response[2]
     assert b"cluster c1" in data[2]
+
+
+def test_unhealthy_cluster_is_refused_without_dialing(tmp_path: Path) -> None:
+    """HealthinessCheck over HTTP/2: 503 with retry-after and the reason, on both paths
+    alike, and no connection to the cluster."""
+
+    def script(r: H2Rig) -> None:
+        r.request()
+
+    lean = both(tmp_path, script, unhealthy="probe failed")
+    response, data, _ = lean.outcome()["to_client"]
+    assert (b":status", b"503") in response[2]
+    assert (b"retry-after", b"1") in response[2]
+    assert b"cluster c1 is unhealthy: probe failed" in data[2]
+    assert lean.upstream.connections == []
 
 
 def test_no_answer_in_time_is_504(tmp_path: Path) -> None:

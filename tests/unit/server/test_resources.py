@@ -105,7 +105,7 @@ def test_table_list(served: Served) -> None:
         "Endpoint-Type",
         "Healthy",
     ]
-    assert doc["rows"][0]["cells"] == ["a", "", "ServiceAccountToken", "Const", "false"]
+    assert doc["rows"][0]["cells"] == ["a", "", "ServiceAccountToken", "Const", "true"]
     assert doc["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     full = served.get(f"{BASE}/clustergateways/a?includeObject=Object", accept=TABLE).json()
     assert full["rows"][0]["object"]["kind"] == "ClusterGateway"
