@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,11 +20,13 @@ import attrs
 from twisted.python import usage
 
 from clustergateway.api.types import DEFAULT_GROUP, GroupVersion
+from clustergateway.goflags import GoFlagError, rewrite
 from clustergateway.registry.features import FeatureGateError, FeatureGates
 from clustergateway.server.listen import (
     CertificateError,
     load_serving_cert,
 )
+from clustergateway.tlspolicy import TLSPolicy, parse_cipher_suites, parse_min_version
 
 __all__ = ["ConfigError", "GatewayConfig", "Options", "PROG", "parse_duration"]
 
@@ -123,6 +126,16 @@ class GatewayConfig:
     secrets_dir_interval: float = 1.0
     standalone: bool = False
     feature_gates: FeatureGates = attrs.field(factory=FeatureGates)
+    #: Generic Kubernetes gates given in ``--feature-gates`` (``APIPriorityAndFairness=false``):
+    #: accepted for the Go command lines, nothing to switch here; logged once at start.
+    ignored_feature_gates: tuple[str, ...] = ()
+    #: ``--tls-min-version`` and ``--tls-cipher-suites``.
+    tls_policy: TLSPolicy = TLSPolicy()
+    #: Seconds between looks at the serving certificate files (not a flag;
+    #: rotated files are served from the next connection on).
+    cert_reload_interval: float = 1.0
+    #: klog's ``-v``: 4 and above turn on debug log lines.
+    log_verbosity: int = 0
     ocm_integration: bool = False
     authorize_proxy_subpath: bool = False
     proxy_config_file: Path | None = None
@@ -218,7 +231,7 @@ class GatewayConfig:
             if not secrets_dir.is_dir():
                 raise ConfigError("secrets-dir", f"{secrets_dir} is not a directory")
         try:
-            gates = FeatureGates.parse(opts["feature-gates"] or "")
+            gates, ignored_gates = FeatureGates.parse_command_line(opts["feature-gates"] or "")
         except FeatureGateError as e:
             raise ConfigError("feature-gates", str(e)) from None
         proxy_config_file = _readable_file(
@@ -266,6 +279,9 @@ class GatewayConfig:
             secrets_dir=secrets_dir,
             standalone=standalone,
             feature_gates=gates,
+            ignored_feature_gates=ignored_gates,
+            tls_policy=_tls_policy(opts),
+            log_verbosity=_verbosity(opts.get("v", "0")),
             ocm_integration=bool(opts["ocm-integration"]),
             authorize_proxy_subpath=bool(opts["authorize-proxy-subpath"]),
             proxy_config_file=proxy_config_file,
@@ -326,6 +342,28 @@ class GatewayConfig:
                 opts.get("cluster-health-probe-timeout", "5s")
             ),
         )
+
+
+def _tls_policy(opts: Mapping[str, Any]) -> TLSPolicy:
+    try:
+        min_version = parse_min_version(opts.get("tls-min-version") or "VersionTLS12")
+    except ValueError as e:
+        raise ConfigError("tls-min-version", str(e)) from None
+    try:
+        ciphers = parse_cipher_suites(_csv(opts.get("tls-cipher-suites")) or ())
+    except ValueError as e:
+        raise ConfigError("tls-cipher-suites", str(e)) from None
+    return TLSPolicy(min_version, ciphers)
+
+
+def _verbosity(value: Any) -> int:
+    try:
+        level = int(value)
+    except (TypeError, ValueError):
+        level = -1
+    if level < 0:
+        raise ConfigError("v", f"must be a log verbosity 0 or more, got {value!r}")
+    return level
 
 
 def _port(flag: str, value: Any, *, allow_zero: bool) -> int:
@@ -407,6 +445,19 @@ class Options(usage.Options):
 
     optParameters: ClassVar[list[list[Any]]] = [
         ["secure-port", None, "9443", "HTTPS port (0 picks a free one)."],
+        [
+            "tls-min-version",
+            None,
+            "VersionTLS12",
+            "Lowest TLS version served (VersionTLS10..VersionTLS13, Go's names).",
+        ],
+        [
+            "tls-cipher-suites",
+            None,
+            "",
+            "TLS 1.2 cipher suites, Go's names, comma-separated (default: OpenSSL's).",
+        ],
+        ["v", "v", "0", "Log verbosity (klog's -v): 4 or more logs debug lines."],
         ["bind-address", None, "0.0.0.0", "IP address to listen on."],
         ["tls-cert-file", None, None, "Serving certificate (PEM chain)."],
         ["tls-private-key-file", None, None, "Key of --tls-cert-file (PEM)."],
@@ -538,6 +589,11 @@ class Options(usage.Options):
         ],
         ["access-log", None, "Log one line per request (no query values); off by default."],
         [
+            "virtual-clutser-with-control-plane",
+            None,
+            "Accepted for the Go gateway's command lines (no effect there either).",
+        ],
+        [
             "upstream-http1-only",
             None,
             "Give every watch and followed log its own HTTP/1.1 connection to the cluster "
@@ -547,8 +603,17 @@ class Options(usage.Options):
 
     config: GatewayConfig
 
-    def opt_virtual_clutser_with_control_plane(self, value: str) -> None:  # noqa: N802
-        """Accepted for compatibility with the Go gateway (it has no effect there either)."""
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
+        """Parse a command line written for the Go gateway (:mod:`clustergateway.goflags`)."""
+        args = sys.argv[1:] if options is None else list(options)
+        booleans = {flag[0] for flag in self.optFlags}
+        try:
+            args = rewrite(args, booleans)
+        except GoFlagError as e:
+            if e.flag is None:
+                raise usage.UsageError(e.reason) from None
+            raise ConfigError(e.flag, e.reason) from None
+        super().parseOptions(args)  # type: ignore[no-untyped-call]
 
     def postOptions(self) -> None:  # noqa: N802 - Twisted's name
         self.config = GatewayConfig.from_options(self)

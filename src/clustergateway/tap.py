@@ -386,8 +386,18 @@ def build_service(
         # Both logs read twisted.web's Request: with either on, twisted.web serves all.
         site.lean_proxy = LeanProxy(gv, guard, renderer, reactor)
         closers.append(site.lean_proxy.deadlines.stop)
+    if config.ignored_feature_gates:
+        _log.warn(
+            "--feature-gates: ignoring generic Kubernetes apiserver gates this gateway "
+            "does not have: {gates}",
+            gates=",".join(config.ignored_feature_gates),
+        )
     serving = _serving_cert(config)
-    server_tls = ServerTLS(serving.chain_pem, serving.key_pem)
+    try:
+        server_tls = ServerTLS(serving.chain_pem, serving.key_pem, policy=config.tls_policy)
+    except ValueError as e:
+        flag = "tls-cipher-suites" if config.tls_policy.openssl_ciphers else "tls-min-version"
+        raise ConfigError(flag, str(e)) from None
     if auth is not None:
         # Optional client certificates from the client CA + front-proxy CA, swapped on reload.
         auth.serve_trust_with(server_tls.set_trust)
@@ -505,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     run_subcommand(args)  # ``cluster-gateway patch …`` and the like (clustergateway.cli)
     options = Options()  # type: ignore[no-untyped-call]
     try:
-        options.parseOptions(args)  # type: ignore[no-untyped-call]
+        options.parseOptions(args)
     except usage.UsageError as e:
         raise SystemExit(f"{PROG}: {e}") from None
     from twisted.scripts import twistd
@@ -516,7 +526,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         install()  # epoll without a logging context per I/O event (server.reactor)
     _start_workers(options.config, args)
     # JSON lines off a terminal, text on one; credentials masked (observe.logs).
-    logger = "--logger=clustergateway.observe.logs.twistd_observer"
+    # klog's -v 4 and above (``--v``) are debug verbosity; below, info.
+    observer = "twistd_debug_observer" if options.config.log_verbosity >= 4 else "twistd_observer"
+    logger = f"--logger=clustergateway.observe.logs.{observer}"
     sys.argv = [PROG, "--nodaemon", "--pidfile=", logger, "clustergateway", *args]
     twistd.run()
     raise SystemExit(0)

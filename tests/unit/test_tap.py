@@ -149,6 +149,12 @@ def test_every_flag_parses(tmp_path: Path) -> None:
             "--cluster-health-probe-failure-threshold: must be a positive integer",
         ),
         (("--cluster-health-probe-timeout", "0"), "--cluster-health-probe-timeout: must be gr"),
+        (("--tls-min-version", "TLS12"), "--tls-min-version: unknown TLS version 'TLS12'"),
+        (("--tls-cipher-suites", "RC4-SHA"), "--tls-cipher-suites: unknown cipher suite"),
+        (("-v", "loud"), "--v: must be a log verbosity 0 or more"),
+        (("--ocm-integration=maybe",), "--ocm-integration: invalid boolean 'maybe'"),
+        (("--etcd-servers=http://e:2379",), "--etcd-servers: a flag of the Go gateway's generic"),
+        (("--feature-gates=Nope=true",), "--feature-gates: unrecognized feature gate: Nope"),
     ],
 )
 def test_bad_flags_one_line(args: tuple[str, ...], expected: str) -> None:
@@ -156,6 +162,40 @@ def test_bad_flags_one_line(args: tuple[str, ...], expected: str) -> None:
     message = error(*args)
     assert message.startswith(f"cluster-gateway: {expected}")
     assert "\n" not in message
+
+
+def test_go_command_line_forms() -> None:
+    """The Go binary's spellings mean what they mean there: the leading ``apiserver``,
+    ``--x=true|false`` booleans, generic gates set aside, klog's ``-v``, TLS settings."""
+    config = parse(
+        "apiserver",
+        "--standalone-debug-mode=true",
+        "--bind-address=127.0.0.1",
+        "--ocm-integration=false",
+        "--access-log=True",
+        "--feature-gates=APIPriorityAndFairness=false,HealthinessCheck=true,",
+        "-v",
+        "4",
+        "--tls-min-version=VersionTLS13",
+        "--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,",
+        "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+        "--virtual-clutser-with-control-plane=false",
+    )
+    assert config.standalone and config.access_log and not config.ocm_integration
+    assert config.feature_gates.healthiness_check
+    assert config.ignored_feature_gates == ("APIPriorityAndFairness=false",)
+    assert config.log_verbosity == 4
+    assert config.tls_policy.min_version == "VersionTLS13"
+    assert config.tls_policy.openssl_ciphers == ("ECDHE-ECDSA-AES128-GCM-SHA256",)
+    assert config.authorization_always_allow_paths == ("/healthz", "/readyz", "/livez", "/metrics")
+
+
+def test_positional_other_than_apiserver_is_a_usage_error() -> None:
+    """Only a leading ``apiserver`` is taken; another positional argument is refused."""
+    from twisted.python.usage import UsageError
+
+    with pytest.raises(UsageError, match="unexpected argument 'serve'"):
+        parse("serve", "--standalone-debug-mode", "--bind-address=127.0.0.1")
 
 
 def test_mismatched_tls_files(tmp_path: Path) -> None:

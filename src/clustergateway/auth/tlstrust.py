@@ -22,19 +22,26 @@ import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import CertificateOptions
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
+
+from clustergateway.tlspolicy import TLSPolicy
 
 __all__ = ["ServerTLS", "server_options"]
 
 
 def server_options(
-    cert_pem: bytes, key_pem: bytes, trust: Sequence[x509.Certificate] = ()
+    cert_pem: bytes,
+    key_pem: bytes,
+    trust: Sequence[x509.Certificate] = (),
+    policy: TLSPolicy | None = None,
 ) -> CertificateOptions:
     """Options for the serving certificate (``cert_pem`` may carry its chain) and ``trust``.
 
-    Raises ``ValueError`` when the certificate or key cannot be loaded.
+    ``policy``: the lowest TLS version and the cipher suites
+    (``--tls-min-version``, ``--tls-cipher-suites``).  Raises ``ValueError``
+    when the certificate or key cannot be loaded.
     """
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
@@ -48,7 +55,7 @@ def server_options(
         "privateKey": key,
         "certificate": leaf,
         "extraCertChain": extra,
-        "raiseMinimumTo": TLSVersion.TLSv1_2,
+        **(policy or TLSPolicy()).certificate_options(),
     }
     if not trust:
         return CertificateOptions(**common)
@@ -68,11 +75,12 @@ class ServerTLS:
     cert_pem: bytes = attrs.field(repr=False)
     key_pem: bytes = attrs.field(repr=False)
     trust: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=tuple, repr=False)
+    policy: TLSPolicy = TLSPolicy()
     _options: CertificateOptions = attrs.field(init=False, repr=False)
 
     @_options.default
     def _build(self) -> CertificateOptions:
-        return server_options(self.cert_pem, self.key_pem, self.trust)
+        return server_options(self.cert_pem, self.key_pem, self.trust, self.policy)
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return self._options.serverConnectionForTLS(tlsProtocol)
@@ -81,10 +89,10 @@ class ServerTLS:
         """Trust these CAs for client certificates from the next connection on."""
         trust = tuple(trust)
         if trust != self.trust:
-            self._options = server_options(self.cert_pem, self.key_pem, trust)
+            self._options = server_options(self.cert_pem, self.key_pem, trust, self.policy)
             self.trust = trust
 
     def set_serving(self, cert_pem: bytes, key_pem: bytes) -> None:
         """Serve this certificate from the next connection on (``ValueError`` if unusable)."""
-        self._options = server_options(cert_pem, key_pem, self.trust)
+        self._options = server_options(cert_pem, key_pem, self.trust, self.policy)
         self.cert_pem, self.key_pem = cert_pem, key_pem

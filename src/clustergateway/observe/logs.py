@@ -67,6 +67,7 @@ __all__ = [
     "redact_value",
     "scrub_text",
     "start_logging",
+    "twistd_debug_observer",
     "twistd_observer",
 ]
 
@@ -382,6 +383,11 @@ def start_logging(
 def twistd_observer() -> FilteringLogObserver:
     """Factory for ``twistd --logger=clustergateway.observe.logs.twistd_observer``."""
     return gateway_observer()
+
+
+def twistd_debug_observer() -> FilteringLogObserver:
+    """The same with debug lines (``cluster-gateway -v 4`` and above)."""
+    return gateway_observer(level=LogLevel.debug)
 
 
 def _gate_user(request: Request) -> str | None:

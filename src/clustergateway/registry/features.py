@@ -4,6 +4,12 @@ Parsing follows ``k8s.io/component-base/featuregate``: ``A=true,B=false``,
 spaces around items ignored, empty items (a trailing comma) skipped, values
 parsed like Go's ``strconv.ParseBool``.  An unknown gate or a bad value is an
 error that names it, so the start stops with one line saying which.
+
+The Go binary registers its gates beside every gate of the generic Kubernetes
+apiserver, and real installs set some of those (the vela-core chart passes
+``APIPriorityAndFairness=false``).  They have nothing to switch here, so they
+are accepted (with a valid boolean) and handed back by :meth:`FeatureGates.parse_command_line`
+for one warning line; any other unknown name still stops the start.
 """
 
 from __future__ import annotations
@@ -12,7 +18,13 @@ from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["FeatureGateError", "FeatureGates", "GATE_NAMES", "parse_go_bool"]
+__all__ = [
+    "FeatureGateError",
+    "FeatureGates",
+    "GATE_NAMES",
+    "KUBERNETES_GATE_NAMES",
+    "parse_go_bool",
+]
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -24,6 +36,67 @@ GATE_NAMES: Mapping[str, str] = {
     "ClientIdentityPenetration": "client_identity_penetration",
     "OCMClusterCache": "ocm_cluster_cache",
 }
+
+#: Gates of the generic Kubernetes apiserver (``k8s.io/apiserver/pkg/features``,
+#: releases 1.22 to 1.31, the range the Go gateway's releases were built with)
+#: and of ``k8s.io/component-base`` that a Go gateway's ``--feature-gates``
+#: accepts.  They switch nothing here.
+KUBERNETES_GATE_NAMES: frozenset[str] = frozenset(
+    {
+        "APIListChunking",
+        "APIPriorityAndFairness",
+        "APIResponseCompression",
+        "APIServerIdentity",
+        "APIServerTracing",
+        "APIServingWithRoutine",
+        "AdmissionWebhookMatchConditions",
+        "AdvancedAuditing",
+        "AggregatedDiscoveryEndpoint",
+        "AllAlpha",
+        "AllBeta",
+        "AnonymousAuthConfigurableEndpoints",
+        "AuthorizeWithSelectors",
+        "CRDValidationRatcheting",
+        "ComponentSLIs",
+        "ConcurrentWatchObjectDecode",
+        "ConsistentListFromCache",
+        "ContextualLogging",
+        "CoordinatedLeaderElection",
+        "CustomResourceValidationExpressions",
+        "DryRun",
+        "EfficientWatchResumption",
+        "InPlacePodVerticalScaling",
+        "KMSv1",
+        "KMSv2",
+        "KMSv2KDF",
+        "LoggingAlphaOptions",
+        "LoggingBetaOptions",
+        "OpenAPIEnums",
+        "OpenAPIV3",
+        "RemainingItemCount",
+        "RemoveSelfLink",
+        "ResilientWatchCacheInitialization",
+        "RetryGenerateName",
+        "SelectorIndex",
+        "SeparateCacheWatchRPC",
+        "ServerSideApply",
+        "ServerSideFieldValidation",
+        "StorageVersionAPI",
+        "StorageVersionHash",
+        "StrictCostEnforcementForVAP",
+        "StrictCostEnforcementForWebhooks",
+        "StructuredAuthenticationConfiguration",
+        "StructuredAuthorizationConfiguration",
+        "UnauthenticatedHTTP2DOSMitigation",
+        "ValidatingAdmissionPolicy",
+        "WarningHeaders",
+        "WatchBookmark",
+        "WatchCacheInitializationPostStartHook",
+        "WatchFromStorageWithoutResourceVersion",
+        "WatchList",
+        "ZeroLimitedNominalConcurrencyShares",
+    }
+)
 
 
 class FeatureGateError(ValueError):
@@ -64,9 +137,23 @@ class FeatureGates:
     def parse(cls, text: str, base: FeatureGates | None = None) -> FeatureGates:
         """Apply ``text`` (``A=true,B=false,``) on top of ``base`` (default: the defaults).
 
-        Raises :class:`FeatureGateError` naming the offending item.
+        Only this gateway's gates; raises :class:`FeatureGateError` naming the
+        offending item.
         """
+        return cls._parse(text, base, kubernetes=False)[0]
+
+    @classmethod
+    def parse_command_line(cls, text: str) -> tuple[FeatureGates, tuple[str, ...]]:
+        """``--feature-gates`` as the Go binary takes it: the gates, and the
+        generic Kubernetes items (``APIPriorityAndFairness=false``) accepted and ignored."""
+        return cls._parse(text, None, kubernetes=True)
+
+    @classmethod
+    def _parse(
+        cls, text: str, base: FeatureGates | None, *, kubernetes: bool
+    ) -> tuple[FeatureGates, tuple[str, ...]]:
         changes: dict[str, bool] = {}
+        ignored: list[str] = []
         for raw in text.split(","):
             item = raw.strip()
             if not item:
@@ -76,16 +163,21 @@ class FeatureGates:
             if not sep:
                 raise FeatureGateError(f"missing bool value for feature gate {name}")
             attribute = GATE_NAMES.get(name)
-            if attribute is None:
+            generic = kubernetes and name in KUBERNETES_GATE_NAMES
+            if attribute is None and not generic:
                 known = ", ".join(sorted(GATE_NAMES))
                 raise FeatureGateError(f"unrecognized feature gate: {name} (known: {known})")
             try:
-                changes[attribute] = parse_go_bool(value)
+                enabled = parse_go_bool(value)
             except ValueError:
                 raise FeatureGateError(
                     f"invalid value of feature gate {name}={value}: want true or false"
                 ) from None
-        return attrs.evolve(base or cls(), **changes)
+            if attribute is None:
+                ignored.append(f"{name}={value}")
+            else:
+                changes[attribute] = enabled
+        return attrs.evolve(base or cls(), **changes), tuple(ignored)
 
     def enabled(self, name: str) -> bool:
         """The state of gate ``name`` (its Go spelling); ``KeyError`` if unknown."""

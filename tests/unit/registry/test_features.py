@@ -88,3 +88,38 @@ def test_go_bool_invalid(text: str) -> None:
     """Anything else is rejected."""
     with pytest.raises(ValueError):
         parse_go_bool(text)
+
+
+def test_command_line_accepts_generic_kubernetes_gates() -> None:
+    """The Go command line's generic apiserver gates are accepted and handed back (for one
+    warning line); ours still apply, and a trailing comma is fine."""
+    gates, ignored = FeatureGates.parse_command_line(
+        "APIPriorityAndFairness=false,ClientIdentityPenetration=true,AllAlpha=false,"
+    )
+    assert gates == FeatureGates(client_identity_penetration=True)
+    assert ignored == ("APIPriorityAndFairness=false", "AllAlpha=false")
+    assert FeatureGates.parse_command_line("HealthinessCheck=true,SecretCache=true,") == (
+        FeatureGates(healthiness_check=True, secret_cache=True),
+        (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Bogus=true", "unrecognized feature gate: Bogus"),
+        ("APIPriorityAndFairness=maybe", "invalid value of feature gate APIPriorityAndFairness"),
+        ("APIPriorityAndFairness", "missing bool value for feature gate APIPriorityAndFairness"),
+    ],
+)
+def test_command_line_still_refuses_unknown_gates(text: str, message: str) -> None:
+    """A name that is neither ours nor Kubernetes', or a generic gate without a boolean,
+    stops the start as before."""
+    with pytest.raises(FeatureGateError, match=message):
+        FeatureGates.parse_command_line(text)
+
+
+def test_parse_alone_knows_only_our_gates() -> None:
+    """``parse`` (used for programmatic settings) does not take generic gates."""
+    with pytest.raises(FeatureGateError, match="unrecognized feature gate: APIPriorityAndFairness"):
+        FeatureGates.parse("APIPriorityAndFairness=false")
