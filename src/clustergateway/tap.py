@@ -31,11 +31,13 @@ from clustergateway.observe.logs import AccessLog
 from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.store import SecretRegistry
+from clustergateway.server.certreload import ServingCertReloader
 from clustergateway.server.leanproxy import LeanProxy
 from clustergateway.server.listen import (
     CertificateError,
     ServingCert,
     TLSListener,
+    cert_dir_paths,
     load_serving_cert,
     self_signed_cert,
     serving_names,
@@ -427,6 +429,15 @@ def build_service(
     service.prober = prober
     for feed_service in feeds:
         feed_service.setServiceParent(service)
+    cert_path, key_path = _serving_paths(config)
+    ServingCertReloader(
+        reactor,
+        cert_path,
+        key_path,
+        serving,
+        lambda pair: _serve(service, pair),
+        interval=config.cert_reload_interval,
+    ).setServiceParent(service)  # type: ignore[no-untyped-call]
     listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
@@ -462,6 +473,19 @@ def build_prober(
         timeout=config.cluster_health_probe_timeout,
         metrics=metrics,
     )
+
+
+def _serve(service: GatewayService, pair: ServingCert) -> None:
+    """Serve ``pair`` from the next handshake on (open connections keep theirs)."""
+    service.server_tls.set_serving(pair.chain_pem, pair.key_pem)
+    service.serving_cert = pair
+
+
+def _serving_paths(config: GatewayConfig) -> tuple[Path, Path]:
+    """The files the serving pair comes from (and is reloaded from)."""
+    if config.tls_cert_file is not None and config.tls_private_key_file is not None:
+        return config.tls_cert_file, config.tls_private_key_file
+    return cert_dir_paths(config.cert_dir)
 
 
 def _serving_cert(config: GatewayConfig) -> ServingCert:

@@ -1,11 +1,13 @@
 """TLS listening: the serving certificate and the HTTPS endpoint (HTTP/1.1 and h2).
 
 The serving certificate comes from ``--tls-cert-file``/``--tls-private-key-file``
-or, like the generic apiserver, is generated self-signed into ``--cert-dir``
-(``apiserver.crt`` = leaf + CA, ``apiserver.key``, plus ``ca.crt`` so a local
-kubeconfig can verify the gateway) and reused while valid for the requested
-names.  ALPN offers ``h2`` and ``http/1.1``: ``Site.acceptableProtocols`` is
-merged in by Twisted when ``h2``/``priority`` are installed (twisted-notes §5).
+or, like the generic apiserver, from ``--cert-dir``: an ``apiserver.crt``/
+``apiserver.key`` pair found there is served as it is; only when absent is one
+generated self-signed (``apiserver.crt`` = leaf + CA, ``apiserver.key``, plus
+``ca.crt`` so a local kubeconfig can verify the gateway).  Either way the files
+are watched (``server.certreload``).  ALPN offers ``h2`` and ``http/1.1``:
+``Site.acceptableProtocols`` is merged in by Twisted when ``h2``/``priority``
+are installed (twisted-notes §5).
 The TLS context itself is :class:`clustergateway.auth.tlstrust.ServerTLS`, whose
 client-certificate trust the auth layer swaps when the hub's CAs rotate.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "CertificateError",
     "ServingCert",
     "TLSListener",
+    "cert_dir_paths",
     "load_serving_cert",
     "self_signed_cert",
     "serving_names",
@@ -117,47 +120,41 @@ def serving_names(bind_address: str, hostname: str | None = None) -> tuple[str, 
     return tuple(dict.fromkeys(names))
 
 
-def _covers(cert: x509.Certificate, names: Sequence[str]) -> bool:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    dns = set(san.get_values_for_type(x509.DNSName))
-    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
-    for name in names:
-        try:
-            if str(ipaddress.ip_address(name)) not in ips:
-                return False
-        except ValueError:
-            if name not in dns:
-                return False
-    return True
-
-
 _log = Logger(namespace="clustergateway.server.listen")
 
 
-def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
-    """Reuse ``cert_dir/apiserver.{crt,key}`` if valid for ``names``, else generate them.
+def cert_dir_paths(cert_dir: Path) -> tuple[Path, Path]:
+    """``apiserver.crt`` and ``apiserver.key`` in ``cert_dir`` (the generic apiserver's names)."""
+    return cert_dir / "apiserver.crt", cert_dir / "apiserver.key"
 
-    Raises :class:`CertificateError` when the directory cannot be written.
+
+def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
+    """The pair in ``cert_dir``, as it is, or a self-signed one generated there when absent.
+
+    As the generic Kubernetes apiserver does: an ``apiserver.crt`` and
+    ``apiserver.key`` already there (a mounted Secret, an earlier run) are
+    served unchanged, whatever names they cover; only when neither exists is
+    a CA and a leaf for ``names`` generated (``ca.crt`` beside them, so a
+    local kubeconfig can verify the gateway).  One without the other, an
+    unreadable file or a mismatched pair raises :class:`CertificateError`
+    naming the file and the reason.
     """
-    cert_path, key_path, ca_path = (
-        cert_dir / "apiserver.crt",
-        cert_dir / "apiserver.key",
-        cert_dir / "ca.crt",
-    )
-    if cert_path.exists() and key_path.exists():
+    cert_path, key_path = cert_dir_paths(cert_dir)
+    ca_path = cert_dir / "ca.crt"
+    cert_exists, key_exists = cert_path.exists(), key_path.exists()
+    if cert_exists or key_exists:
+        if not (cert_exists and key_exists):
+            missing = key_path if cert_exists else cert_path
+            raise CertificateError(
+                f"{missing} does not exist: the certificate and key must be supplied as a pair"
+            )
+        existing = load_serving_cert(cert_path, key_path)
         try:
-            existing = load_serving_cert(cert_path, key_path)
-            leaf = x509.load_pem_x509_certificate(_split_pem(existing.chain_pem)[0])
-            soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
-            if leaf.not_valid_after_utc > soon and _covers(leaf, names):
-                ca_pem = ca_path.read_bytes() if ca_path.exists() else None
-                return ServingCert(existing.chain_pem, existing.key_pem, ca_pem)
-        except (CertificateError, ValueError, IndexError, OSError):
-            pass
-        _log.info("Regenerating the self-signed serving certificate in {dir}", dir=str(cert_dir))
+            ca_pem = ca_path.read_bytes() if ca_path.exists() else None
+        except OSError:
+            ca_pem = None
+        _warn_if_expired(existing.chain_pem, cert_path)
+        return ServingCert(existing.chain_pem, existing.key_pem, ca_pem)
     stamp = int(datetime.datetime.now(datetime.UTC).timestamp())
     ca = make_ca(f"cluster-gateway-ca@{stamp}", days=3650)
     leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True, days=365)
@@ -171,6 +168,16 @@ def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
         raise CertificateError(f"cannot write to {cert_dir}: {e.strerror}") from None
     _log.info("Generated a self-signed serving certificate in {dir}", dir=str(cert_dir))
     return ServingCert(chain, leaf_pair.key_pem, ca.cert_pem)
+
+
+def _warn_if_expired(chain_pem: bytes, cert_path: Path) -> None:
+    leaf = x509.load_pem_x509_certificate(_split_pem(chain_pem)[0])
+    if leaf.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        _log.warn(
+            "The serving certificate {path} expired at {expired}; serving it as it is",
+            path=str(cert_path),
+            expired=leaf.not_valid_after_utc.isoformat(),
+        )
 
 
 @attrs.define(eq=False)

@@ -31,7 +31,8 @@ def test_serving_names() -> None:
 
 
 def test_self_signed_generated_then_reused(tmp_path: Path) -> None:
-    """Generated into --cert-dir (key 0600, CA beside it) and reused while valid."""
+    """Generated into --cert-dir (key 0600, CA beside it) when absent, then served as it is,
+    even for names it does not cover (the generic apiserver never overwrites a pair there)."""
     first = self_signed_cert(tmp_path / "certs", NAMES)
     assert (tmp_path / "certs" / "apiserver.key").stat().st_mode & 0o777 == 0o600
     assert first.ca_pem == (tmp_path / "certs" / "ca.crt").read_bytes()
@@ -41,7 +42,47 @@ def test_self_signed_generated_then_reused(tmp_path: Path) -> None:
     again = self_signed_cert(tmp_path / "certs", NAMES)
     assert again.chain_pem == first.chain_pem
     wider = self_signed_cert(tmp_path / "certs", (*NAMES, "gw.example"))
-    assert wider.chain_pem != first.chain_pem
+    assert wider.chain_pem == first.chain_pem
+
+
+def test_cert_dir_pair_of_the_user_served_byte_for_byte(tmp_path: Path) -> None:
+    """A user's apiserver.crt/apiserver.key in --cert-dir are served unchanged and not
+    rewritten, whatever names they cover; no ca.crt is invented beside them."""
+    ca = make_ca("users-ca")
+    pair = issue_cert(ca, "gateway.vela-system.svc", hosts=("gateway.vela-system.svc",))
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "apiserver.crt").write_bytes(pair.cert_pem)
+    (certs / "apiserver.key").write_bytes(pair.key_pem)
+    served = self_signed_cert(certs, NAMES)
+    assert (served.chain_pem, served.key_pem, served.ca_pem) == (pair.cert_pem, pair.key_pem, None)
+    assert (certs / "apiserver.crt").read_bytes() == pair.cert_pem
+    assert not (certs / "ca.crt").exists()
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        (("apiserver.crt",), r"apiserver\.key does not exist: the certificate and key must"),
+        (("apiserver.key",), r"apiserver\.crt does not exist"),
+        (("apiserver.crt", "other.key"), r"apiserver\.key does not match the certificate in"),
+    ],
+)
+def test_cert_dir_half_or_mismatched_pair_is_refused(
+    tmp_path: Path, present: tuple[str, ...], expected: str
+) -> None:
+    """One file of the pair alone, or a key of another certificate, is a CertificateError
+    naming the file and the reason, and nothing is generated over it."""
+    ca = make_ca("ca")
+    one, two = issue_cert(ca, "a", server=True), issue_cert(ca, "b", server=True)
+    data = {"apiserver.crt": one.cert_pem, "apiserver.key": one.key_pem}
+    for name in present:
+        target = "apiserver.key" if name == "other.key" else name
+        (tmp_path / target).write_bytes(two.key_pem if name == "other.key" else data[name])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(CertificateError, match=expected):
+        self_signed_cert(tmp_path, NAMES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_unwritable_cert_dir(tmp_path: Path) -> None:
