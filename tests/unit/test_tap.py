@@ -285,3 +285,40 @@ def test_build_service_in_memory(tmp_path: Path) -> None:
     assert reactor.tcpServers[0][0] == 0
     assert service.root.children[b"apis"] is not None
     service.stopService()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"apiserver.crt": "serving-cert"}, "apiserver.key does not exist: the certificate and"),
+        (
+            {"apiserver.crt": "serving-cert", "apiserver.key": "other-key"},
+            "apiserver.key does not match the certificate in",
+        ),
+    ],
+)
+def test_unusable_cert_dir_pair_stops_the_start(
+    tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    """A half or mismatched pair in --cert-dir stops the start with one line naming the
+    flag, the file and the reason, and nothing is generated over it."""
+    ca = make_ca("ca")
+    one, two = issue_cert(ca, "one", server=True), issue_cert(ca, "two", server=True)
+    data = {"serving-cert": one.cert_pem, "other-key": two.key_pem}
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name, kind in files.items():
+        (certs / name).write_bytes(data[kind])
+    config = parse(
+        "apiserver",
+        f"--cert-dir={certs}",
+        "--standalone-debug-mode=true",
+        "--bind-address=127.0.0.1",
+        f"--secrets-dir={tmp_path}",
+    )
+    with pytest.raises(ConfigError) as info:
+        build_service(MemoryReactorClock(), config)
+    message = str(info.value)
+    assert message.startswith(f"cluster-gateway: --cert-dir: {certs}/") and expected in message
+    assert "\n" not in message
+    assert sorted(p.name for p in certs.iterdir()) == sorted(files)
