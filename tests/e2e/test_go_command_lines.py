@@ -18,95 +18,27 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 
-from clustergateway.certs import KeyPair, issue_cert, make_ca
-from clustergateway.config import Options
 from clustergateway.tap import GatewayService, build_service
 from clustergateway.testing import SimulatedCluster
 from tests.fixtures.gateway import token_cluster, write_kubeconfig
-from tests.fixtures.go_command_lines import GO_COMMAND_LINES, PROXY_CONFIG_YAML, GoCommandLine
+from tests.fixtures.go_command_lines import GO_COMMAND_LINES, GoCommandLine
+from tests.fixtures.installs import (
+    BY_NAME,
+    LOCAL,
+    der,
+    install,
+    parse,
+    ready,
+    served_certificate,
+    start_line,
+)
 from tests.fixtures.simulator import run_kubectl
 from tests.fixtures.tools import kubectl_binary
-
-BY_NAME = {line.name: line for line in GO_COMMAND_LINES}
-LOCAL = ("--secure-port=0", "--bind-address=127.0.0.1")
-
-
-@attrs.frozen
-class Installed:
-    """A command line's files under ``root``, and the CA a client verifies the gateway with."""
-
-    args: list[str]
-    serving: KeyPair | None
-    ca_path: Path | None  # None: the gateway generates its own (ca.crt in --cert-dir)
-    ca: KeyPair  # the installer's CA (a cert Job, cert-manager): issues rotated pairs too
-
-    def reissue(self, name: str) -> KeyPair:
-        """A new serving pair from the same CA, as a rotation writes it."""
-        return issue_cert(self.ca, name, hosts=("localhost", "127.0.0.1"), server=True)
-
-
-def install(line: GoCommandLine, root: Path) -> Installed:
-    """Write what the install mounts: serving pair, identity rules, konnectivity PKI."""
-    ca = make_ca("installer-ca")
-    serving = issue_cert(ca, "gateway", hosts=("localhost", "127.0.0.1"), server=True)
-    konnectivity_ca = make_ca("konnectivity-ca")
-    konnectivity = issue_cert(konnectivity_ca, "cluster-gateway", client=True)
-    contents = {
-        "serving-cert": serving.cert_pem,
-        "serving-key": serving.key_pem,
-        "proxy-config": PROXY_CONFIG_YAML.encode(),
-        "konnectivity-ca": konnectivity_ca.cert_pem,
-        "konnectivity-cert": konnectivity.cert_pem,
-        "konnectivity-key": konnectivity.key_pem,
-    }
-    uses_serving = False
-    for mounted, kind in line.files.items():
-        path = line.local_path(root, mounted)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "cert-dir":
-            path.mkdir(exist_ok=True)
-            (path / "apiserver.crt").write_bytes(serving.cert_pem)
-            (path / "apiserver.key").write_bytes(serving.key_pem)
-            uses_serving = True
-        else:
-            path.write_bytes(contents[kind])
-            uses_serving = uses_serving or kind.startswith("serving-")
-    ca_path = None
-    if uses_serving:
-        ca_path = root / "installer-ca.crt"
-        ca_path.write_bytes(ca.cert_pem)
-    return Installed(line.localized(root), serving if uses_serving else None, ca_path, ca)
-
-
-def parse(args: list[str]) -> Any:
-    options = Options()
-    options.parseOptions(args)
-    return options.config
-
-
-async def ready(kubeconfig: Path, timeout: float = 20.0) -> bytes:
-    """``kubectl get --raw /readyz?verbose`` until it succeeds; its output."""
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    kubectl = kubectl_binary("1.33")
-    waited = 0.0
-    while True:
-        result = await run_kubectl(kubectl, kubeconfig, "get", "--raw", "/readyz?verbose")
-        if result.returncode == 0:
-            return result.stdout
-        if waited >= timeout:
-            raise AssertionError(f"/readyz never answered 200: {result.stderr!r}")
-        await deferLater(reactor, 0.2)
-        waited += 0.2
 
 
 def anonymous_status(url: str, ca_path: Path, path: str) -> int:
@@ -117,16 +49,6 @@ def anonymous_status(url: str, ca_path: Path, path: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as e:
         return int(e.code)
-
-
-def served_certificate(url: str) -> bytes:
-    """The DER leaf certificate a new TLS connection to ``url`` is given (blocking)."""
-    host, _, port = url.removeprefix("https://").rpartition(":")
-    return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, int(port))))
-
-
-def der(pem: bytes) -> bytes:
-    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
 
 @pytest.mark.parametrize("line", GO_COMMAND_LINES, ids=lambda line: line.name)
@@ -176,21 +98,6 @@ async def test_install_command_line_reaches_readyz(
         assert status == (200 if metrics_open else 401)
     finally:
         await service.stopService()
-
-
-async def start_line(
-    line: GoCommandLine, tmp_path: Path, sim: SimulatedCluster, *extra: str
-) -> tuple[GatewayService, Installed]:
-    """Start the gateway in-process from ``line`` (plus ``extra`` arguments)."""
-    from twisted.internet import reactor
-
-    installed = install(line, tmp_path / "root")
-    hub = sim.write_kubeconfig(tmp_path / "hub.kubeconfig")
-    service: GatewayService = build_service(
-        reactor, parse([*installed.args, *LOCAL, f"--kubeconfig={hub}", *extra])
-    )
-    service.startService()
-    return service, installed
 
 
 def open_connection(url: str, ca_path: Path) -> Any:

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "kubeconfig": "clustergateway.cli.kubeconfig:main",
     "join": "clustergateway.cli.join:join",
     "detach": "clustergateway.cli.join:detach",
+    "patch": "clustergateway.cli.patch:main",
 }
 
 

@@ -192,6 +192,19 @@ DEFAULT_TYPES = ResourceTypes(
                 Subresource("status", "ManagedCluster", ("get", "patch", "update"), _OCM),
             ),
         ),
+        ResourceType(
+            "apiregistration.k8s.io",
+            "v1",
+            "apiservices",
+            "APIService",
+            namespaced=False,
+            categories=("api-extensions",),
+            subresources=(
+                Subresource(
+                    "status", "APIService", ("get", "patch", "update"), "apiregistration.k8s.io"
+                ),
+            ),
+        ),
         _review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
         _review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         _review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),

@@ -19,10 +19,11 @@ def test_core_resource_list_has_pod_subresources():
 
 
 def test_group_list_and_group():
-    """/apis names the OCM and review groups; unknown groups are None."""
+    """/apis names the OCM, APIService and review groups; unknown groups are None."""
     groups = {g["name"] for g in discovery.api_group_list(DEFAULT_TYPES)["groups"]}
     assert groups == {
         "cluster.open-cluster-management.io",
+        "apiregistration.k8s.io",
         "authentication.k8s.io",
         "authorization.k8s.io",
     }
