@@ -606,7 +606,7 @@ class Options(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         """Parse a command line written for the Go gateway (:mod:`clustergateway.goflags`)."""
         args = sys.argv[1:] if options is None else list(options)
-        booleans = {flag[0] for flag in self.optFlags}
+        booleans = {flag[0] for flag in self.optFlags} | {"help", "version"}
         try:
             args = rewrite(args, booleans)
         except GoFlagError as e:

@@ -37,9 +37,9 @@ from clustergateway.server.listen import (
     CertificateError,
     ServingCert,
     TLSListener,
+    cert_dir_pair,
     cert_dir_paths,
     load_serving_cert,
-    self_signed_cert,
     serving_names,
 )
 from clustergateway.server.probes import Check
@@ -500,7 +500,7 @@ def _serving_cert(config: GatewayConfig) -> ServingCert:
         hostname = None
     names = serving_names(config.bind_address, hostname)
     try:
-        return self_signed_cert(config.cert_dir, names)
+        return cert_dir_pair(config.cert_dir, names)
     except CertificateError as e:
         raise ConfigError("cert-dir", str(e)) from None
 

@@ -38,7 +38,7 @@ __all__ = [
     "TLSListener",
     "cert_dir_paths",
     "load_serving_cert",
-    "self_signed_cert",
+    "cert_dir_pair",
     "serving_names",
 ]
 
@@ -128,7 +128,7 @@ def cert_dir_paths(cert_dir: Path) -> tuple[Path, Path]:
     return cert_dir / "apiserver.crt", cert_dir / "apiserver.key"
 
 
-def self_signed_cert(cert_dir: Path, names: Sequence[str]) -> ServingCert:
+def cert_dir_pair(cert_dir: Path, names: Sequence[str]) -> ServingCert:
     """The pair in ``cert_dir``, as it is, or a self-signed one generated there when absent.
 
     As the generic Kubernetes apiserver does: an ``apiserver.crt`` and

@@ -64,8 +64,9 @@ def test_mismatched_change_keeps_the_old_pair_until_the_key_lands(tmp_path: Path
     assert served == []
     messages = [formatEvent(e) for e in events]
     assert len(messages) == 1, messages
-    assert f"{reloader.key_path} does not match the certificate in {reloader.cert_path}" in (
-        messages[0]
+    assert (
+        f"{reloader.key_path} does not match the certificate in {reloader.cert_path}"
+        in (messages[0])
     )
     assert "still serving the previous pair" in messages[0]
     _write(reloader.key_path, third.key_pem)

@@ -15,8 +15,8 @@ from clustergateway.certs import issue_cert, make_ca
 from clustergateway.server.listen import (
     CertificateError,
     TLSListener,
+    cert_dir_pair,
     load_serving_cert,
-    self_signed_cert,
     serving_names,
 )
 from clustergateway.server.site import GatewaySite
@@ -33,15 +33,15 @@ def test_serving_names() -> None:
 def test_self_signed_generated_then_reused(tmp_path: Path) -> None:
     """Generated into --cert-dir (key 0600, CA beside it) when absent, then served as it is,
     even for names it does not cover (the generic apiserver never overwrites a pair there)."""
-    first = self_signed_cert(tmp_path / "certs", NAMES)
+    first = cert_dir_pair(tmp_path / "certs", NAMES)
     assert (tmp_path / "certs" / "apiserver.key").stat().st_mode & 0o777 == 0o600
     assert first.ca_pem == (tmp_path / "certs" / "ca.crt").read_bytes()
     leaf = x509.load_pem_x509_certificate(first.chain_pem)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in san.get_values_for_type(x509.DNSName)
-    again = self_signed_cert(tmp_path / "certs", NAMES)
+    again = cert_dir_pair(tmp_path / "certs", NAMES)
     assert again.chain_pem == first.chain_pem
-    wider = self_signed_cert(tmp_path / "certs", (*NAMES, "gw.example"))
+    wider = cert_dir_pair(tmp_path / "certs", (*NAMES, "gw.example"))
     assert wider.chain_pem == first.chain_pem
 
 
@@ -54,7 +54,7 @@ def test_cert_dir_pair_of_the_user_served_byte_for_byte(tmp_path: Path) -> None:
     certs.mkdir()
     (certs / "apiserver.crt").write_bytes(pair.cert_pem)
     (certs / "apiserver.key").write_bytes(pair.key_pem)
-    served = self_signed_cert(certs, NAMES)
+    served = cert_dir_pair(certs, NAMES)
     assert (served.chain_pem, served.key_pem, served.ca_pem) == (pair.cert_pem, pair.key_pem, None)
     assert (certs / "apiserver.crt").read_bytes() == pair.cert_pem
     assert not (certs / "ca.crt").exists()
@@ -81,7 +81,7 @@ def test_cert_dir_half_or_mismatched_pair_is_refused(
         (tmp_path / target).write_bytes(two.key_pem if name == "other.key" else data[name])
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(CertificateError, match=expected):
-        self_signed_cert(tmp_path, NAMES)
+        cert_dir_pair(tmp_path, NAMES)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -90,7 +90,7 @@ def test_unwritable_cert_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(CertificateError, match="cannot write"):
-        self_signed_cert(blocker / "certs", NAMES)
+        cert_dir_pair(blocker / "certs", NAMES)
 
 
 def test_load_serving_cert_checks_the_pair(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ class RefusingReactor(MemoryReactorClock):
 
 
 def _listener(reactor: MemoryReactorClock, tmp_path: Path, bind: str = "127.0.0.1") -> TLSListener:
-    cert = self_signed_cert(tmp_path, NAMES)
+    cert = cert_dir_pair(tmp_path, NAMES)
     site = GatewaySite(Resource(), reactor=reactor)
     return TLSListener(reactor, 0, bind, ServerTLS(cert.chain_pem, cert.key_pem), site)
 
