@@ -199,5 +199,5 @@ async def test_missing_secret_or_bad_bundle_changes_nothing(
     assert b"key 'ca' holds no PEM certificate" in garbled.stderr
     missing_api = await patch(sim, tmp_path, *VELA_PATCH_ARGS, "--target-APIService=v1.nope.io")
     assert missing_api.returncode == 1
-    assert b"cannot read APIService v1.nope.io: 404" in missing_api.stderr
+    assert b"reading APIService v1.nope.io: the hub answered 404" in missing_api.stderr
     assert api_service(sim) == before

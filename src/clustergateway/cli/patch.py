@@ -5,9 +5,9 @@ certificate Job filled a Secret: it copies the CA bundle from the Secret into
 the ``APIService``'s ``spec.caBundle`` and turns ``insecureSkipTLSVerify``
 off.  This subcommand takes the same flags (``--target-APIService``,
 ``--secret-name``, ``--secret-namespace``, ``--secret-ca-bundle-key``, default
-``ca``) and finds the hub the way the Go tool does (``--kubeconfig``, then
-``$KUBECONFIG``, then the in-cluster service account, then
-``~/.kube/config``).
+``ca``) and finds the hub as the other subcommands do (``--kubeconfig``, else
+``$KUBECONFIG`` or ``~/.kube/config`` when present, else the in-cluster service
+account; the Go tool looks in-cluster before ``~/.kube/config``).
 
 ``--create-secret`` covers installs without a certificate Job: when the
 Secret does not exist, a CA and a serving pair for the APIService's Service
@@ -29,8 +29,6 @@ import argparse
 import base64
 import binascii
 import json
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,16 +36,13 @@ from cryptography import x509
 
 from clustergateway.api.types import DEFAULT_GROUP
 from clustergateway.certs import issue_cert, make_ca
+from clustergateway.cli.command import CommandError, hub_error, run
 
-__all__ = ["PatchError", "ca_bundle_from", "main", "parse_args", "run", "serving_hosts_of"]
+__all__ = ["ca_bundle_from", "main", "parse_args", "patch", "serving_hosts_of"]
 
 PROG = "cluster-gateway patch"
 #: Conflicting writes (someone else updated the APIService between read and write).
 _ATTEMPTS = 5
-
-
-class PatchError(Exception):
-    """A reason to stop; the message is the one line printed."""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -128,51 +123,36 @@ def serving_hosts_of(api_service: dict[str, Any], extra: Sequence[str] = ()) -> 
 def ca_bundle_from(data: dict[str, str], where: str, key: str) -> str:
     """The base64 value of ``key`` after checking it decodes to PEM certificates."""
     if key not in data:
-        raise PatchError(f"Secret {where} has no key {key!r}; nothing changed")
+        raise CommandError(f"Secret {where} has no key {key!r}; nothing changed")
     try:
         pem = base64.b64decode(data[key], validate=True)
         certificates = x509.load_pem_x509_certificates(pem)
     except (binascii.Error, ValueError):
         certificates = []
     if not certificates:
-        raise PatchError(
+        raise CommandError(
             f"Secret {where} key {key!r} holds no PEM certificate (a CA bundle); nothing changed"
         )
     return data[key]
 
 
 def _api_client(kubeconfig: str | None) -> Any:
-    """The hub client, found as controller-runtime's GetConfig finds it."""
-    import kubernetes.config
+    """The hub client, found as the other subcommands find it (``client.hub``)."""
+    from kubernetes.client import ApiClient
+    from kubernetes.config import ConfigException
 
-    path = kubeconfig or os.environ.get("KUBECONFIG")
+    from clustergateway.client.hub import load_hub_configuration
+
     try:
-        if path:
-            return kubernetes.config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            return kubernetes.config.new_client_from_config()  # type: ignore[no-untyped-call]
-        import kubernetes.client
-
-        return kubernetes.client.ApiClient()
-    except (kubernetes.config.ConfigException, OSError) as e:
-        raise PatchError(f"no hub to talk to: {e}") from None
-
-
-def _reason(error: Any) -> str:
-    """The Status message of an ``ApiException`` (its code when there is none)."""
-    try:
-        message = json.loads(error.body or "{}").get("message")
-    except (TypeError, ValueError):
-        message = None
-    return f"{error.status} {message or error.reason}"
+        return ApiClient(load_hub_configuration(kubeconfig))
+    except (ConfigException, OSError) as e:
+        raise CommandError(f"no hub to talk to: {e}") from None
 
 
 def _create_secret(core: Any, args: argparse.Namespace, api_service: dict[str, Any]) -> Any:
     hosts = serving_hosts_of(api_service, args.hosts.split(","))
     if not hosts:
-        raise PatchError(
+        raise CommandError(
             f"APIService {args.api_service} names no Service; give --hosts for the certificate"
         )
     ca = make_ca(f"{hosts[0]}-ca", days=3650)
@@ -195,7 +175,7 @@ def _create_secret(core: Any, args: argparse.Namespace, api_service: dict[str, A
     except ApiException as e:
         if e.status != 409:  # 409: created meanwhile by someone else; use theirs
             where = f"{args.secret_namespace}/{args.secret_name}"
-            raise PatchError(f"cannot create Secret {where}: {_reason(e)}") from None
+            raise hub_error(e, f"creating Secret {where}") from None
     else:
         print(
             f"{PROG}: created Secret {args.secret_namespace}/{args.secret_name} "
@@ -204,9 +184,10 @@ def _create_secret(core: Any, args: argparse.Namespace, api_service: dict[str, A
     return core.read_namespaced_secret(args.secret_name, args.secret_namespace)
 
 
-def run(args: argparse.Namespace) -> str:
-    """Patch the APIService; the success line.  Raises :class:`PatchError`."""
+def patch(args: argparse.Namespace) -> str:
+    """Patch the APIService; the success line.  Raises :class:`CommandError`."""
     from kubernetes.client import ApiException, ApiregistrationV1Api, CoreV1Api
+    from urllib3.exceptions import HTTPError
 
     client = _api_client(args.kubeconfig)
     core, registration = CoreV1Api(client), ApiregistrationV1Api(client)
@@ -217,9 +198,9 @@ def run(args: argparse.Namespace) -> str:
             secret = core.read_namespaced_secret(args.secret_name, args.secret_namespace)
         except ApiException as e:
             if e.status != 404:
-                raise PatchError(f"cannot read Secret {where}: {_reason(e)}") from None
+                raise hub_error(e, f"reading Secret {where}") from None
             if not args.create_secret:
-                raise PatchError(
+                raise CommandError(
                     f"Secret {where} not found (--create-secret creates a CA and serving "
                     "pair in it); nothing changed"
                 ) from None
@@ -238,12 +219,10 @@ def run(args: argparse.Namespace) -> str:
                 break
             except ApiException as e:
                 if e.status != 409 or attempt == _ATTEMPTS - 1:
-                    raise PatchError(
-                        f"cannot update APIService {args.api_service}: {_reason(e)}"
-                    ) from None
+                    raise hub_error(e, f"updating APIService {args.api_service}") from None
                 api_service = _read_api_service(registration, args.api_service)
-    except ApiException as e:
-        raise PatchError(f"the hub refused: {_reason(e)}") from None
+    except (ApiException, HTTPError) as e:
+        raise hub_error(e, "talking to the hub") from None
     return (
         f"APIService {args.api_service} now verifies its service with the CA bundle in "
         f"Secret {where} (key {args.secret_ca_bundle_key!r}); insecureSkipTLSVerify is off"
@@ -253,23 +232,18 @@ def run(args: argparse.Namespace) -> str:
 def _read_api_service(registration: Any, name: str) -> dict[str, Any]:
     """The APIService as the hub sends it (raw JSON: no field lost on the way back)."""
     from kubernetes.client import ApiException
+    from urllib3.exceptions import HTTPError
 
     try:
         response = registration.read_api_service(name, _preload_content=False)
-    except ApiException as e:
-        raise PatchError(f"cannot read APIService {name}: {_reason(e)}") from None
+    except (ApiException, HTTPError) as e:
+        raise hub_error(e, f"reading APIService {name}") from None
     body: dict[str, Any] = json.loads(response.data)
     return body
 
 
 def main(argv: Sequence[str]) -> int:
     """``cluster-gateway patch [flags]``: 0 after one line saying what was done, or 1
-    after one line (on stderr) saying why not."""
+    after one line (on stderr) saying why not (``cli.command.run``)."""
     args = parse_args(argv)
-    try:
-        line = run(args)
-    except PatchError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
-    print(f"{PROG}: {line}")
-    return 0
+    return run("patch", lambda: print(f"{PROG}: {patch(args)}"))

@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from clustergateway.certs import make_ca
-from clustergateway.cli.patch import PatchError, ca_bundle_from, parse_args, serving_hosts_of
+from clustergateway.cli.command import CommandError
+from clustergateway.cli.patch import ca_bundle_from, parse_args, serving_hosts_of
 
 
 def test_go_flags_and_defaults() -> None:
@@ -52,8 +53,8 @@ def test_ca_bundle_checks() -> None:
     """The key must exist and hold PEM certificates; errors name the Secret and the key."""
     ca = base64.b64encode(make_ca("ca").cert_pem).decode()
     assert ca_bundle_from({"ca": ca}, "ns/s", "ca") == ca
-    with pytest.raises(PatchError, match="Secret ns/s has no key 'ca'; nothing changed"):
+    with pytest.raises(CommandError, match="Secret ns/s has no key 'ca'; nothing changed"):
         ca_bundle_from({"tls.crt": ca}, "ns/s", "ca")
     for bad in ("Cg==", "!!!", base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()):
-        with pytest.raises(PatchError, match="key 'ca' holds no PEM certificate"):
+        with pytest.raises(CommandError, match="key 'ca' holds no PEM certificate"):
             ca_bundle_from({"ca": bad}, "ns/s", "ca")
