@@ -23,9 +23,10 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 
+from clustergateway.registry.samples import cluster_secret, managed_cluster
 from clustergateway.tap import GatewayService, build_service
 from clustergateway.testing import SimulatedCluster
-from tests.fixtures.gateway import token_cluster, write_kubeconfig
+from tests.fixtures.gateway import PROXY_PATH, token_cluster, write_kubeconfig
 from tests.fixtures.go_command_lines import GO_COMMAND_LINES, GoCommandLine
 from tests.fixtures.installs import (
     BY_NAME,
@@ -58,11 +59,25 @@ async def test_install_command_line_reaches_readyz(
 ) -> None:
     """The install's arguments start the gateway; ``/readyz`` answers 200 to kubectl, the
     install's secret namespace is served, generic feature gates are named in one warning,
-    and ``/metrics`` is open to anonymous callers exactly when the install allows it."""
+    and ``/metrics`` is open to anonymous callers exactly when the install allows it.  With
+    ``--ocm-integration=true``, a cluster whose Secret has only a token and CA (as OCM
+    copies it) takes its endpoint from its ManagedCluster, and kubectl reaches it."""
     from twisted.internet import reactor
 
     monkeypatch.chdir(tmp_path)  # the Go default --cert-dir is relative to the working dir
     sim.store.put(token_cluster("c1", namespace=line.secret_namespace))
+    ocm = "--ocm-integration=true" in line.args
+    if ocm:  # the hub is also the member cluster behind "c2"
+        sim.store.put(managed_cluster("c2", url=sim.url, ca=sim.ca_pem))
+        sim.store.put(
+            cluster_secret(
+                "c2",
+                namespace=line.secret_namespace,
+                endpoint=None,
+                token=sim.token,
+                ca=sim.ca_pem,
+            )
+        )
     installed = install(line, tmp_path / "root")
     hub = sim.write_kubeconfig(tmp_path / "hub.kubeconfig")
     config = parse([*installed.args, *LOCAL, f"--kubeconfig={hub}"])
@@ -88,7 +103,22 @@ async def test_install_command_line_reaches_readyz(
             kubectl_binary("1.33"), kubeconfig, "get", "clustergateways", "-o", "name"
         )
         assert listed.returncode == 0, listed.stderr
-        assert listed.stdout.split() == [b"clustergateway.cluster.core.oam.dev/c1"]
+        expected = ["c1", "c2"] if ocm else ["c1"]
+        assert listed.stdout.split() == [
+            f"clustergateway.cluster.core.oam.dev/{name}".encode() for name in expected
+        ]
+        if ocm:
+            through = write_kubeconfig(
+                tmp_path / "c2.kubeconfig",
+                service.listener.url + PROXY_PATH.format(cluster="c2"),
+                ca_path,
+                token=sim.token,
+            )
+            namespaces = await run_kubectl(
+                kubectl_binary("1.33"), through, "get", "ns", "vela-system", "-o", "name"
+            )
+            assert namespaces.returncode == 0, namespaces.stderr
+            assert namespaces.stdout.split() == [b"namespace/vela-system"]
         if installed.serving is not None:
             # The mounted pair (--tls-cert-file or --cert-dir) is what clients get, unchanged.
             seen = await deferToThread(served_certificate, service.listener.url)
