@@ -38,7 +38,13 @@ from typing import Any
 
 from bench.procs import rss_kib
 from bench.topology import Target, Topology
-from clustergateway.testing.hostile import h2_cases, http1_cases, proxy_targets
+from clustergateway.testing.hostile import (
+    h2_cases,
+    h2_status,
+    http1_cases,
+    http1_head,
+    proxy_targets,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways"
@@ -147,12 +153,14 @@ class Load:
                 capture_output=True,
                 timeout=60,
             )
-            self.count("exec", done.returncode == 0 and done.stdout == b"soak\n")
+            ok = done.returncode == 0 and done.stdout == b"soak\n"
+            reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+            self.count("exec" if ok else f"exec: {reason[0][:120]}", ok)
 
     def hostile(self, _worker: int) -> None:
         rng = random.Random(7)
         targets = proxy_targets(
-            self.target.prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy"
+            self.target.prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy", "hostile"
         )
         cases = http1_cases(rng, targets, 10**9)
         while not self.stop.wait(0.2):
@@ -160,58 +168,22 @@ class Load:
             self.count("hostile", ok)
 
 
-def _tls(target: Target, alpn: str) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(target.ca))
-    context.set_alpn_protocols([alpn])
-    raw = socket.create_connection((target.host, target.port), timeout=10)
-    return context.wrap_socket(raw, server_hostname=target.host)
-
-
 def send_http1(target: Target, request: bytes) -> bool:
-    """Send one request, read the status line; False only for the gateway's own 500."""
-    try:
-        with _tls(target, "http/1.1") as sock:
-            sock.settimeout(1)
-            sock.sendall(request)
-            data = b""
-            while b"\r\n" not in data and (chunk := sock.recv(65536)):
-                data += chunk
-    except (OSError, ssl.SSLError):
-        return True
-    return not data.startswith(b"HTTP/1.1 500")
+    """Send one request; False only for the gateway's own 500."""
+    return not http1_head(target.port, str(target.ca), request).startswith(b"HTTP/1.1 500")
 
 
 def send_h2(target: Target, headers: list[tuple[bytes, bytes]]) -> bool:
-    import h2.config
-    import h2.connection
-    import h2.events
-    import h2.exceptions
-
-    config = h2.config.H2Configuration(
-        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
-    )
-    conn = h2.connection.H2Connection(config)
-    conn.initiate_connection()
-    try:
-        conn.send_headers(1, headers, end_stream=True)
-        with _tls(target, "h2") as sock:
-            sock.settimeout(1)
-            sock.sendall(conn.data_to_send())
-            while data := sock.recv(65536):
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        return dict(event.headers).get(b":status") != b"500"
-                    if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
-                        return True
-    except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
-        pass
-    return True
+    return h2_status(target.port, str(target.ca), headers) != b"500"
 
 
 def hostile_burst(target: Target, root_prefix: str, total: int, seed: int = 1) -> dict[str, int]:
     """``total`` hostile requests, four in five over HTTP/1.1, 16 at a time."""
     rng = random.Random(seed)
-    targets = proxy_targets(root_prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy")
+    # Namespace "hostile": the cases' DELETEs must not remove the load's pod.
+    targets = proxy_targets(
+        root_prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy", "hostile"
+    )
     h2_total = total // 5
     with ThreadPoolExecutor(16) as pool:
         ok1 = sum(pool.map(lambda r: send_http1(target, r),

@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import ssl
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
@@ -35,7 +29,13 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from clustergateway.certs import issue_cert, make_ca
 from clustergateway.registry.samples import cluster_secret
-from clustergateway.testing.hostile import h2_cases, http1_cases, proxy_targets
+from clustergateway.testing.hostile import (
+    h2_cases,
+    h2_status,
+    http1_cases,
+    http1_head,
+    proxy_targets,
+)
 from tests.fixtures.gateway import PROXY_PATH, wait_until
 from tests.fixtures.proxy import ProxiedCluster
 from tests.unit.proxy.upstream import Upstream
@@ -50,59 +50,6 @@ ECHO = PROXY_PATH.format(cluster="echo")
 TARGETS = proxy_targets(
     ECHO, PROXY_PATH.format(cluster="down"), PROXY_PATH.format(cluster="nope")
 )
-def _tls(port: int, ca: str, alpn: list[str]) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=ca)
-    context.set_alpn_protocols(alpn)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return context.wrap_socket(raw, server_hostname="127.0.0.1")
-
-
-def _read_head(sock: ssl.SSLSocket) -> bytes:
-    """What arrives until the status line is in (or the peer closes, or 1 s of silence)."""
-    data = b""
-    try:
-        while b"\r\n" not in data and (chunk := sock.recv(65536)):
-            data += chunk
-    except (TimeoutError, ssl.SSLError, ConnectionError):
-        pass
-    return data
-
-
-def _http1_case(port: int, ca: str, request: bytes) -> bytes:
-    try:
-        with _tls(port, ca, ["http/1.1"]) as sock:
-            sock.settimeout(1)
-            sock.sendall(request)
-            return _read_head(sock)
-    except (OSError, ssl.SSLError):
-        return b""
-
-
-def _h2_case(port: int, ca: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The ``:status`` an HTTP/2 stream with ``headers`` gets (empty: none)."""
-    config = h2.config.H2Configuration(
-        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
-    )
-    conn = h2.connection.H2Connection(config)
-    conn.initiate_connection()
-    try:
-        conn.send_headers(1, headers, end_stream=True)
-    except h2.exceptions.ProtocolError:
-        return b""  # the client library refuses to send it at all
-    try:
-        with _tls(port, ca, ["h2"]) as sock:
-            sock.settimeout(1)
-            sock.sendall(conn.data_to_send())
-            while data := sock.recv(65536):
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        return dict(event.headers).get(b":status", b"")
-                    if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
-                        return b""
-                sock.sendall(conn.data_to_send())
-    except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
-        pass
-    return b""
 
 
 def drive(port: int, ca: str, seed: int) -> list[str]:
@@ -112,11 +59,11 @@ def drive(port: int, ca: str, seed: int) -> list[str]:
     streams = list(h2_cases(rng, TARGETS, HTTP2_CASES))
     bad = []
     with ThreadPoolExecutor(8) as pool:
-        answers = pool.map(lambda r: _http1_case(port, ca, r), requests)
+        answers = pool.map(lambda r: http1_head(port, ca, r), requests)
         for index, (request, answer) in enumerate(zip(requests, answers, strict=True)):
             if answer[:12] in (b"HTTP/1.1 500", b"HTTP/1.0 500"):
                 bad.append(f"seed {seed} HTTP/1.1 case {index}: {request[:200]!r} -> {answer!r}")
-        statuses = pool.map(lambda h: _h2_case(port, ca, h), streams)
+        statuses = pool.map(lambda h: h2_status(port, ca, h), streams)
         for index, (headers, status) in enumerate(zip(streams, statuses, strict=True)):
             if status == b"500":
                 bad.append(f"seed {seed} HTTP/2 case {index}: {headers!r}")
@@ -161,5 +108,5 @@ async def test_random_requests_never_get_the_gateways_own_500(fuzz_target: Proxi
     unhandled = [f"{e.get('log_format')}: {e.get('log_failure')}" for e in errors]
     assert unhandled == [], f"seed {SEED}: " + "\n".join(unhandled)
     request = f"GET {ECHO}/api/v1/namespaces HTTP/1.1\r\nHost: g\r\n\r\n".encode()
-    answer = await deferToThread(_http1_case, port, ca, request)
+    answer = await deferToThread(http1_head, port, ca, request)
     assert answer.startswith(b"HTTP/1.1 200 "), answer

@@ -5,27 +5,34 @@ caller's list, the headers kubectl and the aggregator send) and has random
 bytes spliced into one part: the method, the path, the query, a header name
 or value, the body, or its length.  Half of them are ``GET``s to the first
 four targets, which callers make proxied paths: the hot (lean) path gets the
-most attention.  The same ``random.Random`` seed gives the same requests.
+most attention.  The same ``random.Random`` seed gives the same requests.  :func:`http1_head`
+and :func:`h2_status` send one each over a new blocking TLS connection (for
+threads: test drivers, the soak bench) and report what the gateway answered.
 """
 
 from __future__ import annotations
 
 import random
+import socket
+import ssl
 from collections.abc import Iterator, Sequence
 
-__all__ = ["h2_cases", "http1_cases", "proxy_targets"]
+__all__ = ["h2_cases", "h2_status", "http1_cases", "http1_head", "proxy_targets"]
 
 
-def proxy_targets(proxy: str, unreachable: str, unknown: str) -> list[str]:
+def proxy_targets(
+    proxy: str, unreachable: str, unknown: str, namespace: str = "default"
+) -> list[str]:
     """Targets covering every request family: proxied (``proxy``, a proxy URL prefix;
     ``unreachable`` and ``unknown``, clusters that refuse and that do not exist), the
-    API's own resources, discovery, OpenAPI, probes and metrics."""
+    API's own resources, discovery, OpenAPI, probes and metrics.  The proxied ones
+    address ``namespace``: the cases include DELETEs of collections there."""
     group = "/apis/cluster.core.oam.dev/v1alpha1"
     return [
-        f"{proxy}/api/v1/namespaces/default/pods?labelSelector=a%3Db&limit=5",
-        f"{proxy}/api/v1/namespaces/default/configmaps/x",
-        f"{proxy}/apis/apps/v1/deployments?watch=true&timeoutSeconds=1",
-        f"{proxy}/api/v1/namespaces/default/pods/demo/exec?command=ls&stdout=true",
+        f"{proxy}/api/v1/namespaces/{namespace}/pods?labelSelector=a%3Db&limit=5",
+        f"{proxy}/api/v1/namespaces/{namespace}/configmaps/x",
+        f"{proxy}/apis/apps/v1/namespaces/{namespace}/deployments?watch=true&timeoutSeconds=1",
+        f"{proxy}/api/v1/namespaces/{namespace}/pods/demo/exec?command=ls&stdout=true",
         f"{unreachable}/api",
         f"{unknown}/api",
         f"{group}/clustergateways",
@@ -147,3 +154,63 @@ def h2_cases(
         yield headers
 
 
+def _tls(port: int, ca: str, alpn: list[str], host: str = "127.0.0.1") -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(alpn)
+    raw = socket.create_connection((host, port), timeout=10)
+    return context.wrap_socket(raw, server_hostname=host)
+
+
+def _read_head(sock: ssl.SSLSocket) -> bytes:
+    """What arrives until the status line is in (or the peer closes, or 1 s of silence)."""
+    data = b""
+    try:
+        while b"\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+    except (TimeoutError, ssl.SSLError, ConnectionError):
+        pass
+    return data
+
+
+def http1_head(port: int, ca: str, request: bytes) -> bytes:
+    """Send ``request`` over a new TLS connection; what came back up to the status line."""
+    try:
+        with _tls(port, ca, ["http/1.1"]) as sock:
+            sock.settimeout(1)
+            sock.sendall(request)
+            return _read_head(sock)
+    except (OSError, ssl.SSLError):
+        return b""
+
+
+def h2_status(port: int, ca: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The ``:status`` an HTTP/2 stream with ``headers`` gets (empty: none), on a new
+    TLS connection; the headers are sent as given, unvalidated."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+    )
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    try:
+        conn.send_headers(1, headers, end_stream=True)
+    except h2.exceptions.ProtocolError:
+        return b""  # the client library refuses to send it at all
+    try:
+        with _tls(port, ca, ["h2"]) as sock:
+            sock.settimeout(1)
+            sock.sendall(conn.data_to_send())
+            while data := sock.recv(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        return dict(event.headers).get(b":status", b"")
+                    if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                        return b""
+                sock.sendall(conn.data_to_send())
+    except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
+        pass
+    return b""
