@@ -32,7 +32,7 @@ typecheck: venv
 	$(BIN)/mypy src/clustergateway
 
 # Side-by-side load runs (bench/README.md): direct vs kubectl proxy vs the gateway.
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-soak
 bench: venv
 	bash scripts/bench-deps.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -40,3 +40,8 @@ bench: venv
 bench-quick: venv
 	bash scripts/bench-deps.sh
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# Ten minutes of mixed load after 10,000 hostile requests: is the gateway flat? (bench/soak.py)
+bench-soak: venv
+	bash scripts/bench-deps.sh
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)

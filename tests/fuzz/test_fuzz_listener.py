@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
@@ -35,6 +29,13 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from clustergateway.certs import issue_cert, make_ca
 from clustergateway.registry.samples import cluster_secret
+from clustergateway.testing.hostile import (
+    h2_cases,
+    h2_status,
+    http1_cases,
+    http1_head,
+    proxy_targets,
+)
 from tests.fixtures.gateway import PROXY_PATH, wait_until
 from tests.fixtures.proxy import ProxiedCluster
 from tests.unit.proxy.upstream import Upstream
@@ -46,193 +47,23 @@ HTTP1_CASES = 1200
 HTTP2_CASES = 400
 
 ECHO = PROXY_PATH.format(cluster="echo")
-TARGETS = [
-    f"{ECHO}/api/v1/namespaces/default/pods?labelSelector=a%3Db&limit=5",
-    f"{ECHO}/api/v1/namespaces/default/configmaps/x",
-    f"{ECHO}/apis/apps/v1/deployments?watch=true&timeoutSeconds=1",
-    f"{ECHO}/api/v1/namespaces/default/pods/demo/exec?command=ls&stdout=true",
-    PROXY_PATH.format(cluster="down") + "/api",
-    PROXY_PATH.format(cluster="nope") + "/api",
-    "/apis/cluster.core.oam.dev/v1alpha1/clustergateways",
-    "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/echo",
-    "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/echo/health",
-    "/apis/cluster.core.oam.dev/v1alpha1/virtualclusters?labelSelector=x",
-    "/apis/cluster.core.oam.dev/v1alpha1",
-    "/apis",
-    "/openapi/v2",
-    "/openapi/v3/apis/cluster.core.oam.dev/v1alpha1",
-    "/version",
-    "/healthz?verbose",
-    "/readyz",
-    "/metrics",
-]
-METHODS = [b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS"]
-HEADERS = [
-    (b"Accept", b"application/json;as=Table;g=meta.k8s.io;v=v1"),
-    (b"Content-Type", b"application/merge-patch+json"),
-    (b"Impersonate-User", b"alice"),
-    (b"X-Remote-User", b"mallory"),
-    (b"Connection", b"Upgrade"),
-    (b"Upgrade", b"websocket"),
-    (b"Sec-WebSocket-Protocol", b"v5.channel.k8s.io"),
-    (b"Transfer-Encoding", b"chunked"),
-    (b"If-None-Match", b'"abc"'),
-]
-NASTY = [
-    b"%", b"%%", b"%zz", b"%00", b"%ff", b"%C3%A9", b"\xff", b"\xc3\xa9", b"\x00", b"\t",
-    b"..", b"%2e%2e", b"/", b"//", b"?", b"&", b"=", b";", b"#", b"\\", b"\"", b"'",
-    b"{", b"}", b"[", b"]", b" ", b"\r", b"\n", b"\x7f", b"\xef\xbc\x8e", b"a" * 300,
-]
-
-
-def _splice(rng: random.Random, value: bytes) -> bytes:
-    """``value`` with a few random pieces (nasty or arbitrary bytes) put in or over it."""
-    for _ in range(rng.randint(1, 3)):
-        piece = rng.choice(NASTY) if rng.random() < 0.7 else rng.randbytes(rng.randint(1, 8))
-        at = rng.randint(0, len(value))
-        cut = rng.choice([0, 0, 1, rng.randint(0, 5)])
-        value = value[:at] + piece + value[at + cut :]
-    return value
-
-
-def _mangle_target(rng: random.Random, target: bytes, where: str) -> bytes:
-    """``target`` with its path or its query mangled."""
-    path, mark, query = target.partition(b"?")
-    if where == "path":
-        return _splice(rng, path) + mark + query
-    if rng.random() < 0.5:
-        return path + b"?" + (query + b"&" if query else b"") + _splice(rng, b"k=v")
-    return path + b"?" + _splice(rng, query)
-
-
-def http1_cases(rng: random.Random) -> Iterator[bytes]:
-    for _ in range(HTTP1_CASES):
-        # Half the cases are proxied GETs, the lean hot path; the rest any family.
-        method = b"GET" if rng.random() < 0.5 else rng.choice(METHODS)
-        target = rng.choice(TARGETS[:4] if rng.random() < 0.5 else TARGETS).encode()
-        headers = [(b"Host", b"gateway"), (b"Authorization", b"Bearer standalone")]
-        headers += rng.sample(HEADERS, rng.randint(0, 3))
-        body = b'{"metadata":{"name":"x"}}' if method in (b"POST", b"PUT", b"PATCH") else b""
-        part = rng.choice(
-            ["path", "query", "query", "name", "value", "value", "method", "body", "length"]
-        )
-        if part == "method":
-            method = _splice(rng, method)
-        elif part in ("path", "query"):
-            target = _mangle_target(rng, target, part)
-        elif part in ("name", "value"):
-            i = rng.randrange(len(headers))
-            name, value = headers[i]
-            if part == "name":
-                headers[i] = (_splice(rng, name), value)
-            else:
-                headers[i] = (name, _splice(rng, value))
-        elif part == "body":
-            body = _splice(rng, body)
-        chunked = any(n == b"Transfer-Encoding" for n, _ in headers)
-        if part == "length":
-            headers.append((b"Content-Length", rng.choice([b"-1", b"abc", b"99999999999", b"3"])))
-        elif not chunked:
-            headers.append((b"Content-Length", b"%d" % len(body)))
-        if chunked:
-            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
-        head = b"%s %s HTTP/1.1\r\n" % (method, target)
-        head += b"".join(b"%s: %s\r\n" % h for h in headers)
-        yield head + b"Connection: close\r\n\r\n" + body
-
-
-def h2_cases(rng: random.Random) -> Iterator[list[tuple[bytes, bytes]]]:
-    for _ in range(HTTP2_CASES):
-        method = b"GET" if rng.random() < 0.5 else rng.choice(METHODS)
-        path = rng.choice(TARGETS[:4] if rng.random() < 0.5 else TARGETS).encode()
-        headers = [
-            (b":method", method),
-            (b":scheme", b"https"),
-            (b":authority", b"gateway"),
-            (b":path", path),
-            (b"authorization", b"Bearer standalone"),
-        ]
-        headers += [(n.lower(), v) for n, v in rng.sample(HEADERS, rng.randint(0, 2))]
-        where = rng.choice(["path", "query", "query", "header"])
-        if where != "header":
-            headers[3] = (b":path", _mangle_target(rng, path, where))
-        else:
-            i = rng.randrange(len(headers))
-            name, value = headers[i]
-            if rng.random() < 0.8:
-                headers[i] = (name, _splice(rng, value))
-            else:
-                headers[i] = (_splice(rng, name), value)
-        yield headers
-
-
-def _tls(port: int, ca: str, alpn: list[str]) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=ca)
-    context.set_alpn_protocols(alpn)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return context.wrap_socket(raw, server_hostname="127.0.0.1")
-
-
-def _read_head(sock: ssl.SSLSocket) -> bytes:
-    """What arrives until the status line is in (or the peer closes, or 1 s of silence)."""
-    data = b""
-    try:
-        while b"\r\n" not in data and (chunk := sock.recv(65536)):
-            data += chunk
-    except (TimeoutError, ssl.SSLError, ConnectionError):
-        pass
-    return data
-
-
-def _http1_case(port: int, ca: str, request: bytes) -> bytes:
-    try:
-        with _tls(port, ca, ["http/1.1"]) as sock:
-            sock.settimeout(1)
-            sock.sendall(request)
-            return _read_head(sock)
-    except (OSError, ssl.SSLError):
-        return b""
-
-
-def _h2_case(port: int, ca: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The ``:status`` an HTTP/2 stream with ``headers`` gets (empty: none)."""
-    config = h2.config.H2Configuration(
-        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
-    )
-    conn = h2.connection.H2Connection(config)
-    conn.initiate_connection()
-    try:
-        conn.send_headers(1, headers, end_stream=True)
-    except h2.exceptions.ProtocolError:
-        return b""  # the client library refuses to send it at all
-    try:
-        with _tls(port, ca, ["h2"]) as sock:
-            sock.settimeout(1)
-            sock.sendall(conn.data_to_send())
-            while data := sock.recv(65536):
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        return dict(event.headers).get(b":status", b"")
-                    if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
-                        return b""
-                sock.sendall(conn.data_to_send())
-    except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
-        pass
-    return b""
+TARGETS = proxy_targets(
+    ECHO, PROXY_PATH.format(cluster="down"), PROXY_PATH.format(cluster="nope")
+)
 
 
 def drive(port: int, ca: str, seed: int) -> list[str]:
     """Send every case (8 at a time); the cases answered with a 500, described."""
     rng = random.Random(seed)
-    requests = list(http1_cases(rng))
-    streams = list(h2_cases(rng))
+    requests = list(http1_cases(rng, TARGETS, HTTP1_CASES))
+    streams = list(h2_cases(rng, TARGETS, HTTP2_CASES))
     bad = []
     with ThreadPoolExecutor(8) as pool:
-        answers = pool.map(lambda r: _http1_case(port, ca, r), requests)
+        answers = pool.map(lambda r: http1_head(port, ca, r), requests)
         for index, (request, answer) in enumerate(zip(requests, answers, strict=True)):
             if answer[:12] in (b"HTTP/1.1 500", b"HTTP/1.0 500"):
                 bad.append(f"seed {seed} HTTP/1.1 case {index}: {request[:200]!r} -> {answer!r}")
-        statuses = pool.map(lambda h: _h2_case(port, ca, h), streams)
+        statuses = pool.map(lambda h: h2_status(port, ca, h), streams)
         for index, (headers, status) in enumerate(zip(streams, statuses, strict=True)):
             if status == b"500":
                 bad.append(f"seed {seed} HTTP/2 case {index}: {headers!r}")
@@ -277,5 +108,5 @@ async def test_random_requests_never_get_the_gateways_own_500(fuzz_target: Proxi
     unhandled = [f"{e.get('log_format')}: {e.get('log_failure')}" for e in errors]
     assert unhandled == [], f"seed {SEED}: " + "\n".join(unhandled)
     request = f"GET {ECHO}/api/v1/namespaces HTTP/1.1\r\nHost: g\r\n\r\n".encode()
-    answer = await deferToThread(_http1_case, port, ca, request)
+    answer = await deferToThread(http1_head, port, ca, request)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
