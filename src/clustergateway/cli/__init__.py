@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import NoReturn, cast
 
-__all__ = ["SUBCOMMANDS", "run_subcommand"]
+__all__ = ["SUBCOMMANDS", "main", "run_subcommand"]
 
 #: name → ``"module:function"``; the function takes the arguments after the name.
 SUBCOMMANDS: dict[str, str] = {
@@ -36,3 +36,19 @@ def run_subcommand(args: Sequence[str]) -> None:
     entry = cast(Callable[[Sequence[str]], "int | None | NoReturn"], getattr(module, function_name))
     status = entry(list(args[1:]))
     raise SystemExit(status or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``cluster-gateway`` console script: a subcommand, else the gateway itself.
+
+    Subcommands are dispatched before the gateway's modules are imported, so
+    ``cluster-gateway patch`` (a Job in the install) starts in a fraction of the
+    time ``clustergateway.tap`` takes to import.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    run_subcommand(args)
+    from clustergateway.tap import main as serve
+
+    serve(args)

@@ -33,3 +33,22 @@ _SEEN: list[list[str]] = []
 def _record(args: list[str]) -> int:
     _SEEN.append(args)
     return 3
+
+
+def test_a_subcommand_starts_without_importing_the_gateway() -> None:
+    """``cluster-gateway kubeconfig --help`` never imports ``clustergateway.tap`` (and
+    with it Twisted's web stack): install Jobs run subcommands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from clustergateway.cli import main\n"
+        "try:\n"
+        "    main(['kubeconfig', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('clustergateway.tap' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
