@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv run test lint typecheck
+.PHONY: venv run test lint typecheck image test-image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,21 @@ venv: $(BIN)/python
 run: venv
 	$(BIN)/python scripts/demo.py
 
-# Lint and strict type check first (seconds), then the whole suite.
+# Lint and strict type check first (seconds), then the whole suite, then the container image
+# and its tests (tests/image), then deploy/ rendered and validated (tests/deploy, in the suite).
 test: venv
 	bash scripts/test-deps.sh
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src/clustergateway
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not image"
+	$(MAKE) test-image
+
+# The container image (Dockerfile) from Debian's packages and PyPI; scripts/image.sh says how.
+image:
+	bash scripts/image.sh
+
+test-image: venv image
+	$(BIN)/python -m pytest tests/image -m image
 
 lint: venv
 	$(BIN)/ruff check src tests

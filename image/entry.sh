@@ -1,0 +1,17 @@
+#!/bin/sh
+# The Go image's entry paths, kept so that charts which set `command:` keep working:
+#   /apiserver ARGS  ->  cluster-gateway ARGS        (the gateway)
+#   /patch ARGS      ->  cluster-gateway patch ARGS  (writes the APIService caBundle)
+# Both are symlinks to this script. Kubernetes' `command:` replaces the image's entrypoint, so
+# this script may be PID 1: then tini goes in front, to forward SIGTERM to the gateway and to
+# reap the orphans that exec credential plugins can leave behind.
+set -eu
+gateway=/opt/cluster-gateway/bin/cluster-gateway
+case "${0##*/}" in
+  patch) set -- patch "$@" ;;
+  *) ;;
+esac
+if [ "$$" -eq 1 ]; then
+  exec /usr/bin/tini -- "$gateway" "$@"
+fi
+exec "$gateway" "$@"

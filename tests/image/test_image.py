@@ -1,0 +1,302 @@
+"""The container image (``make image``) run as a cluster admin runs it: podman, read-only root.
+
+The image must already be built: ``make test`` builds it (``scripts/image.sh``) before
+running these tests with ``-m image``; they fail, never skip, when it is missing.
+
+The gateway runs in the container against a simulated hub started on this machine's
+loopback (``python -m clustergateway.testing``), with the host's network
+(``--network host``) and a read-only root: only the ``--cert-dir`` volume and a tmpfs
+at ``/tmp`` are writable, as in ``deploy/``. Podman options that this machine
+needs (runc, lowered ulimits) are explained in the README's "Container image" section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+pytestmark = pytest.mark.image
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("IMAGE") or "cluster-gateway:" + next(
+    line.split('"')[1]
+    for line in (ROOT / "pyproject.toml").read_text().splitlines()
+    if line.startswith("version = ")
+)
+PODMAN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=4096:4096"]
+PODMAN += ["--ulimit", "nproc=4096:4096"]
+GATEWAY_UID = 65532
+TOKEN = "image-test-token"
+
+
+def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """The image's name; fails (no skip) when ``make image`` has not built it."""
+    found = podman("image", "exists", IMAGE, check=False)
+    assert found.returncode == 0, f"{IMAGE} is not built: run `make image` first"
+    return IMAGE
+
+
+@attrs.define
+class Hub:
+    process: subprocess.Popen[str]
+    dir: Path
+    kubeconfig: Path
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """The simulated hub on loopback, its files readable by the container's user."""
+    hub_dir = tmp_path / "hub"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clustergateway.testing",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--token",
+            TOKEN,
+            "--cert-dir",
+            str(hub_dir),
+            "--kubeconfig",
+            str(hub_dir / "kubeconfig"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "ready" in process.stdout.readline()
+        for path in [hub_dir, *hub_dir.iterdir()]:
+            os.chown(path, GATEWAY_UID, GATEWAY_UID)
+        yield Hub(process, hub_dir, hub_dir / "kubeconfig")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@attrs.define
+class Container:
+    name: str
+    port: int
+    certs: Path
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        """GET over TLS, verifying the gateway with the CA it wrote into ``--cert-dir``."""
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        context.check_hostname = False
+        request = urllib.request.Request(f"https://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def pid(self) -> int:
+        return int(podman("inspect", self.name, "--format", "{{.State.Pid}}").stdout)
+
+    def logs(self) -> str:
+        done = podman("logs", self.name, check=False)
+        return done.stdout + done.stderr
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])  # real uid
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def gateway(image: str, hub: Hub, tmp_path: Path) -> Iterator[Container]:
+    """The image's default entrypoint (``/apiserver``) serving hub Secrets, read-only root."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    os.chown(certs, GATEWAY_UID, GATEWAY_UID)
+    port = free_port()
+    name = f"cg-image-test-{os.getpid()}-{port}"
+    podman(
+        *PODMAN[1:],
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--read-only-tmpfs=false",
+        # The kubernetes package writes a kubeconfig's embedded certificates to temporary
+        # files: deploy/ mounts an emptyDir at /tmp for that, this is the same.
+        "--tmpfs",
+        "/tmp:rw,size=16m,mode=1777",
+        "--volume",
+        f"{hub.dir}:/hub:ro",
+        "--volume",
+        f"{certs}:/certs",
+        image,
+        "--kubeconfig=/hub/kubeconfig",
+        "--secret-namespace=vela-system",
+        f"--secure-port={port}",
+        "--bind-address=127.0.0.1",
+        "--cert-dir=/certs",
+    )
+    container = Container(name, port, certs)
+    try:
+        wait_until(
+            lambda: _answers(container, "/readyz"), 60, lambda: "/readyz: " + container.logs()
+        )
+        yield container
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
+
+
+def _answers(container: Container, path: str) -> bool:
+    try:
+        return container.get(path)[0] == 200
+    except OSError:
+        return False
+
+
+def test_gateway_answers_health_and_serves_hub_clusters(gateway: Container, hub: Hub) -> None:
+    """From outside the container: /healthz and /readyz answer ``ok``, and a caller with a
+    hub token lists the cluster whose Secret is at the hub (TokenReview + SAR at the hub)."""
+    assert gateway.get("/healthz") == (200, b"ok")
+    assert gateway.get("/readyz") == (200, b"ok")
+    secret = (ROOT / "examples/secrets/service-account-token.yaml").read_text()
+    hub.kubectl("apply", "-f", "-", stdin=secret)
+
+    def listed() -> bool:
+        status, body = gateway.get("/apis/cluster.core.oam.dev/v1alpha1/clustergateways", TOKEN)
+        return status == 200 and [
+            item["metadata"]["name"] for item in json.loads(body)["items"]
+        ] == ["example-token"]
+
+    wait_until(listed, 10, lambda: "the hub's Secret listed as a ClusterGateway")
+
+
+def test_gateway_runs_as_non_root_with_a_read_only_root(gateway: Container) -> None:
+    """The gateway process is uid 65532 with tini as PID 1; nothing in the root is writable,
+    (but the volumes: /certs, /tmp), and the gateway never tried to write its plugin cache."""
+    pid1 = gateway.pid()
+    assert Path(f"/proc/{pid1}/comm").read_text().strip() == "tini"
+    (served,) = children_of(pid1)
+    assert "cluster-gateway" in Path(f"/proc/{served}/cmdline").read_text()
+    assert uid_of(served) == GATEWAY_UID
+    assert podman("exec", gateway.name, "id", "-u").stdout.strip() == str(GATEWAY_UID)
+    inspected = json.loads(podman("inspect", gateway.name).stdout)[0]
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    for path in ("/opt/cluster-gateway/x", "/etc/x", "/var/lib/cluster-gateway/x", "/x"):
+        done = podman("exec", gateway.name, "touch", path, check=False)
+        assert done.returncode != 0 and "Read-only file system" in done.stderr, (path, done)
+    logs = gateway.logs()
+    assert "plugin cache" not in logs and "Traceback" not in logs, logs
+
+
+def test_sigterm_stops_the_gateway_promptly(gateway: Container) -> None:
+    """``podman stop`` (SIGTERM to PID 1, tini) reaches the gateway, which shuts down cleanly
+    well before the 30 s after which podman would SIGKILL it."""
+    started = time.monotonic()
+    podman("stop", "--time", "30", gateway.name)
+    took = time.monotonic() - started
+    state = json.loads(podman("inspect", gateway.name).stdout)[0]["State"]
+    assert took < 10, took
+    assert state["ExitCode"] in (0, 143), state  # tini exits 143 (128 + SIGTERM) or passes 0
+    assert "Received SIGTERM" in gateway.logs()
+
+
+def test_entry_paths_dispatch_as_the_go_image(image: str, tmp_path: Path) -> None:
+    """``/apiserver ARGS`` runs ``cluster-gateway ARGS`` and ``/patch ARGS`` runs
+    ``cluster-gateway patch ARGS``, each behind tini when it is PID 1 (Kubernetes
+    ``command:``). A stub mounted over the console script records what it was given."""
+    stub = tmp_path / "cluster-gateway"
+    stub.write_text('#!/bin/sh\necho "parent=$(cat /proc/$PPID/comm) args=$*"\n')
+    stub.chmod(0o755)
+    mount = f"{stub}:/opt/cluster-gateway/bin/cluster-gateway:ro"
+    for entry, args, expected in [
+        ("/apiserver", ["apiserver", "--secure-port=9443"], "apiserver --secure-port=9443"),
+        ("/patch", ["--target-APIService", "v1alpha1.cluster.core.oam.dev"], None),
+    ]:
+        done = subprocess.run(
+            [*PODMAN, "--rm", "--volume", mount, "--entrypoint", entry, image, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        wanted = expected or "patch " + " ".join(args)
+        assert done.stdout.strip() == f"parent=tini args={wanted}"
+
+
+def test_apiserver_runs_the_real_console_script(image: str) -> None:
+    """``/apiserver --help`` prints the gateway's own usage (the venv's console script runs
+    from the read-only image), and ``sleep`` exists for a preStop hook."""
+    done = subprocess.run(
+        [*PODMAN, "--rm", "--read-only", "--read-only-tmpfs=false", image, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--secret-namespace" in done.stdout
+    sleep = subprocess.run(
+        [*PODMAN, "--rm", "--entrypoint", "sleep", image, "0"], capture_output=True, timeout=60
+    )
+    assert sleep.returncode == 0, sleep.stderr
