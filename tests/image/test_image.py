@@ -12,6 +12,7 @@ needs (runc, lowered ulimits) are explained in the README's "Container image" se
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -19,12 +20,15 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+import yaml
 
 pytestmark = pytest.mark.image
 
@@ -300,3 +304,117 @@ def test_apiserver_runs_the_real_console_script(image: str) -> None:
         [*PODMAN, "--rm", "--entrypoint", "sleep", image, "0"], capture_output=True, timeout=60
     )
     assert sleep.returncode == 0, sleep.stderr
+
+
+def render_overlay(overlay: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy/overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [o for o in yaml.safe_load_all(done.stdout) if o]
+
+
+def serving_secret() -> dict[str, bytes]:
+    done = subprocess.run(
+        [str(ROOT / "deploy/serving-secret.sh")], capture_output=True, text=True, check=True
+    )
+    data = yaml.safe_load(done.stdout)["data"]
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
+@pytest.mark.parametrize("overlay", ["standalone-hub", "ocm", "dev-insecure"])
+def test_the_rendered_deployment_runs_in_the_image(
+    image: str, hub: Hub, tmp_path: Path, overlay: str
+) -> None:
+    """The pod that ``kubectl kustomize deploy/overlays/<overlay>`` describes, run by podman
+    as a kubelet would: its command and args (the port moved to a free one: host network
+    here), its user, no capabilities, no privilege escalation, a read-only root, its volumes
+    (the Secret from deploy/serving-secret.sh, emptyDirs) and in-cluster config for the
+    hub. Both probes answer 200, through TLS verified with the Secret's ca.crt for the
+    Service's name (the APIService's caBundle) unless the overlay skips verification, and
+    the preStop command exists in the image."""
+    objects = render_overlay(overlay)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (apiservice,) = [o for o in objects if o["kind"] == "APIService"]
+    verify = not apiservice["spec"].get("insecureSkipTLSVerify", False)
+    port = free_port()
+    args = [
+        f"--secure-port={port}" if a.startswith("--secure-port=") else a for a in container["args"]
+    ]
+    security = pod["securityContext"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    options = [
+        "--detach",
+        "--network=host",
+        f"--user={security['runAsUser']}:{security['runAsGroup']}",
+        f"--group-add={security['fsGroup']}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--read-only" if container["securityContext"]["readOnlyRootFilesystem"] else "",
+        "--read-only-tmpfs=false",
+        f"--entrypoint={container['command'][0]}",
+    ]
+    # In-cluster config, as the kubelet mounts it, for the simulated hub.
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(TOKEN)
+    (account / "namespace").write_text("vela-system")
+    (account / "ca.crt").write_bytes((hub.dir / "ca.crt").read_bytes())
+    hub_port = urllib.parse.urlsplit(
+        yaml.safe_load(hub.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    ).port
+    options += [
+        f"--volume={account}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+        "--env=KUBERNETES_SERVICE_HOST=127.0.0.1",
+        f"--env=KUBERNETES_SERVICE_PORT={hub_port}",
+    ]
+    secret = serving_secret()
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            folder = tmp_path / mount["name"]
+            folder.mkdir()
+            for key, value in secret.items():
+                (folder / key).write_bytes(value)
+                os.chown(folder / key, 0, security["fsGroup"])
+                (folder / key).chmod(volume["secret"]["defaultMode"])
+            options.append(f"--volume={folder}:{mount['mountPath']}:ro")
+        else:
+            assert "emptyDir" in volume, volume
+            options.append(f"--tmpfs={mount['mountPath']}:rw,mode=1777")
+    name = f"cg-image-pod-{os.getpid()}-{port}"
+    podman(*PODMAN[1:], *[o for o in options if o], "--name", name, image, *args)
+    try:
+        context = ssl.create_default_context()
+        if verify:
+            context.load_verify_locations(cadata=secret["ca.crt"].decode())
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        service = f"{apiservice['spec']['service']['name']}.vela-system.svc"
+
+        def probe(path: str) -> int:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                    with context.wrap_socket(raw, server_hostname=service) as tls:
+                        tls.sendall(
+                            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                        )
+                        return int(tls.recv(64).split()[1])
+            except OSError:
+                return 0
+
+        logs = Container(name, port, tmp_path).logs
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            path = container[kind]["httpGet"]["path"]
+            wait_until(lambda p=path: probe(p) == 200, 60, lambda p=path: f"{p}: {logs()}")
+        pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert podman("exec", name, pre_stop[0], "0").returncode == 0
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
