@@ -9,6 +9,7 @@ ARG BASE=localhost/cluster-gateway-base
 # kubernetes package's asyncio client (kubernetes.aio, 68 MB; the gateway uses only
 # kubernetes.config and kubernetes.client) and the libraries' own test suites (24 MB).
 FROM ${BASE} AS build
+LABEL io.clustergateway.image=build
 COPY build/image/wheels/ /wheels/
 RUN python3 -m venv --without-pip /opt/cluster-gateway \
  && pip_wheel=$(ls /wheels/pip-*.whl) \
@@ -23,6 +24,7 @@ RUN python3 -m venv --without-pip /opt/cluster-gateway \
 
 # Final stage: BASE plus the venv and the entry paths; runs as uid 65532 with a read-only root.
 FROM ${BASE}
+LABEL io.clustergateway.image=gateway
 COPY --from=build /opt/cluster-gateway /opt/cluster-gateway
 COPY image/entry.sh /usr/local/bin/cluster-gateway-entry
 RUN ln -s /usr/local/bin/cluster-gateway-entry /apiserver \

@@ -103,5 +103,7 @@ step "wheels ready ($(ls "$BUILD/wheels" | wc -l) files)"
 podman build --pull=never "${PODMAN_RUN_OPTS[@]}" \
   --build-arg BASE="$BASE" --tag "$IMAGE" --file Dockerfile . >"$BUILD/build.log" 2>&1 \
   || { tail -30 "$BUILD/build.log" >&2; echo "image: podman build failed" >&2; exit 1; }
+# Earlier builds' images and build stages, now untagged (only this Dockerfile's, by label).
+podman image prune --force --filter label=io.clustergateway.image >/dev/null
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 step "built $IMAGE, $((size / 1000000)) MB"
