@@ -30,6 +30,8 @@ import attrs
 import pytest
 import yaml
 
+from tests.fixtures.tools import kubectl_binary
+
 pytestmark = pytest.mark.image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +83,7 @@ class Hub:
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            [kubectl_binary("1.33"), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -308,7 +310,7 @@ def test_apiserver_runs_the_real_console_script(image: str) -> None:
 
 def render_overlay(overlay: str) -> list[dict[str, Any]]:
     done = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy/overlays" / overlay)],
+        [kubectl_binary("1.33"), "kustomize", str(ROOT / "deploy/overlays" / overlay)],
         capture_output=True,
         text=True,
         check=True,
@@ -418,3 +420,35 @@ def test_the_rendered_deployment_runs_in_the_image(
         assert podman("exec", name, pre_stop[0], "0").returncode == 0
     finally:
         podman("rm", "--force", "--time", "5", name, check=False)
+
+
+PLUGIN_SCAN = """
+import sys
+from twisted.python import log
+log.startLogging(sys.stdout)
+import twisted.plugins
+from twisted.plugin import IPlugin, getPlugins
+print("found:", [p.tapname for p in getPlugins(IPlugin, twisted.plugins) if hasattr(p, "tapname")])
+"""
+CACHE = "/opt/cluster-gateway/lib/python3.11/site-packages/twisted/plugins/dropin.cache"
+
+
+def test_the_twistd_plugin_cache_is_built_into_the_image(image: str) -> None:
+    """twistd's plugin scan on the read-only image finds the gateway's plugin and writes
+    nothing; with the cache hidden (a control that the check can fail), the same scan
+    reports that it cannot write the cache."""
+    scan = [*PODMAN, "--rm", "--read-only", "--read-only-tmpfs=false"]
+    scan += ["--entrypoint", "/opt/cluster-gateway/bin/python"]
+    fresh = subprocess.run(
+        [*scan, image, "-c", PLUGIN_SCAN], capture_output=True, text=True, timeout=60
+    )
+    assert "'clustergateway'" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert "Unable to write" not in fresh.stdout
+    hidden = subprocess.run(
+        [*scan, "--volume", f"/dev/null:{CACHE}", image, "-c", PLUGIN_SCAN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "'clustergateway'" in hidden.stdout, hidden.stdout + hidden.stderr
+    assert f"Unable to write to plugin cache {CACHE}" in hidden.stdout
