@@ -41,8 +41,8 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "image: need root to install: ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${need[@]}" uidmap fuse-overlayfs >/dev/null
+  # With their recommends (netavark, catatonit, ...), as verified on these machines.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 step "tools ready"
 

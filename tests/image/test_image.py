@@ -452,3 +452,25 @@ def test_the_twistd_plugin_cache_is_built_into_the_image(image: str) -> None:
     )
     assert "'clustergateway'" in hidden.stdout, hidden.stdout + hidden.stderr
     assert f"Unable to write to plugin cache {CACHE}" in hidden.stdout
+
+
+def test_the_image_has_no_build_tools(image: str) -> None:
+    """No pip, no compiler, no apt in the final stage: what runs is what was built."""
+    done = subprocess.run(
+        [
+            *PODMAN,
+            "--rm",
+            "--entrypoint",
+            "sh",
+            image,
+            "-c",
+            "for t in pip pip3 gcc cc make apt-get; do command -v $t; done;"
+            " /opt/cluster-gateway/bin/python -c 'import pip' 2>/dev/null && echo pip-module;"
+            " test -d /wheels && echo wheels; true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
