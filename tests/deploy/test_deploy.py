@@ -205,7 +205,6 @@ def test_the_aggregator_verifies_the_gateway_with_the_serving_secrets_ca(overlay
     assert rules_of(objects, ("ServiceAccount", NS, sa)) == {
         (NS, "", "secrets", secret_name, "get"),
         ("*", "apiregistration.k8s.io", "apiservices", apiservice["metadata"]["name"], "get"),
-        ("*", "apiregistration.k8s.io", "apiservices", apiservice["metadata"]["name"], "patch"),
         ("*", "apiregistration.k8s.io", "apiservices", apiservice["metadata"]["name"], "update"),
     }
 
