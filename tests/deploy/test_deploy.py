@@ -242,6 +242,7 @@ BUILTIN = {
 
 # What the gateway's code calls at the hub (the comment in deploy/base/rbac.yaml names where).
 GATEWAY_NEEDS = {
+    (NS, "", "secrets", "", "get"),
     (NS, "", "secrets", "", "list"),
     (NS, "", "secrets", "", "watch"),
     (NS, "", "secrets", "", "patch"),
