@@ -322,17 +322,28 @@ def test_network_policy_admits_only_the_hub_apiserver_on_9443(overlay: str) -> N
     assert rule["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
 
 
-def test_the_readme_narrows_the_network_policy_for_every_overlay(tmp_path: Path) -> None:
-    """The README's step 2 (one sed on deploy/base/networkpolicy.yaml, in a copy of deploy/)
-    puts the hub apiserver's range into each overlay's NetworkPolicy."""
+def test_the_readmes_edits_reach_every_overlay(tmp_path: Path) -> None:
+    """The README's two edits (steps 1 and 2: the image's registry, the hub apiserver's
+    range), run in a copy of deploy/, reach each overlay's Deployment, Job and
+    NetworkPolicy."""
     shutil.copytree(DEPLOY, tmp_path / "deploy")
     readme = (ROOT / "README.md").read_text()
-    (step,) = [line.strip() for line in readme.splitlines() if "networkpolicy.yaml" in line]
-    command = step.replace("CONTROL_PLANE_CIDR", "10.0.0.0/24")
-    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=30)
+    edits = [line.strip() for line in readme.splitlines() if line.strip().startswith("sed -i")]
+    assert len(edits) == 2, edits
+    for edit in edits:
+        command = edit.replace("CONTROL_PLANE_CIDR", "10.0.0.0/24")
+        command = command.replace("REGISTRY", "registry.example:5000")
+        subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=30)
     for overlay in OVERLAYS:
-        policy = one(render(tmp_path / "deploy/overlays" / overlay), "NetworkPolicy")
+        objects = render(tmp_path / "deploy/overlays" / overlay)
+        policy = one(objects, "NetworkPolicy")
         assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+        pods = [
+            o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "Job")
+        ]
+        assert {c["image"] for pod in pods for c in pod["containers"]} == {
+            f"registry.example:5000/cluster-gateway:{VERSION}"
+        }
 
 
 def test_serving_secret_script_makes_a_pair_the_aggregator_accepts() -> None:
