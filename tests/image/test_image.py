@@ -489,25 +489,13 @@ def test_the_image_has_no_build_tools(image: str) -> None:
     assert done.stdout == ""
 
 
-def _has_patch_subcommand() -> bool:
-    from clustergateway.cli import SUBCOMMANDS
-
-    return "patch" in SUBCOMMANDS
-
-
-@pytest.mark.xfail(
-    not _has_patch_subcommand(),
-    reason="`cluster-gateway patch` (the Go image's /patch) is not in this tree yet",
-    strict=True,
-)
 def test_the_rendered_patch_job_gives_the_apiservice_the_secrets_ca(
     image: str, hub: Hub, tmp_path: Path
 ) -> None:
     """The README's steps 3-4 at the simulated hub: the serving Secret from
     deploy/serving-secret.sh and the rendered APIService applied, then the rendered patch
     Job's pod run in the image as a kubelet would (its ServiceAccount's in-cluster config,
-    read-only root). The APIService's caBundle is then the Secret's ca.crt. Expected to
-    fail (strict) until this tree has the patch subcommand, and to pass from then on."""
+    read-only root). The APIService's caBundle is then the Secret's ca.crt."""
     objects = render_overlay("standalone-hub")
     (apiservice,) = [o for o in objects if o["kind"] == "APIService"]
     (job,) = [o for o in objects if o["kind"] == "Job"]
