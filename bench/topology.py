@@ -40,10 +40,12 @@ import yaml
 
 from bench.procs import BenchProcess, ProcessError, free_port, start_process, wait_for_port
 from clustergateway.certs import issue_cert, make_ca, write_pem
+from clustergateway.tap import TWISTD_FLAGS
 
 __all__ = [
     "API_GROUP_PATH",
     "CONFIGMAP_PATH",
+    "GATEWAY_COMMAND",
     "LOAD_CORE",
     "PROXY_CORE",
     "Target",
@@ -57,6 +59,9 @@ API_GROUP_PATH = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways"
 CONFIGMAP_PATH = "/api/v1/namespaces/default/configmaps/bench"
 SIM_TOKEN = "bench-token"
 BIG_BODIES = {"1m": 1 << 20, "64m": 64 << 20, "300m": 300 << 20}
+#: The gateway as deploy/deployment.yaml runs it (``tests/unit/bench`` checks that they
+#: agree); the ``cluster-gateway`` console script runs the same command.
+GATEWAY_COMMAND = ("twistd", *TWISTD_FLAGS, "clustergateway")
 
 
 def configmap_json() -> bytes:
@@ -463,15 +468,17 @@ class Topology:
                 }
             )
         (secrets / "clusters.yaml").write_text(yaml.safe_dump_all(manifests))
-        script = Path(sys.executable).parent / "cluster-gateway"
-        if not script.exists():
-            raise ProcessError(f"{script} is missing: pip install -e . first")
+        command, *flags = GATEWAY_COMMAND
+        executable = Path(sys.executable).parent / command
+        if not executable.exists():
+            raise ProcessError(f"{executable} is missing: pip install -e . first")
         port = free_port()
         proc = self._add(
             start_process(
                 "gateway",
                 [
-                    str(script),
+                    str(executable),
+                    *flags,
                     "--standalone-debug-mode",
                     "--bind-address=127.0.0.1",
                     f"--secure-port={port}",
