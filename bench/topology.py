@@ -44,6 +44,7 @@ from clustergateway.certs import issue_cert, make_ca, write_pem
 __all__ = [
     "API_GROUP_PATH",
     "CONFIGMAP_PATH",
+    "GATEWAY_COMMAND",
     "LOAD_CORE",
     "PROXY_CORE",
     "Target",
@@ -57,6 +58,10 @@ API_GROUP_PATH = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways"
 CONFIGMAP_PATH = "/api/v1/namespaces/default/configmaps/bench"
 SIM_TOKEN = "bench-token"
 BIG_BODIES = {"1m": 1 << 20, "64m": 64 << 20, "300m": 300 << 20}
+#: The gateway as deploy/ runs it: the image's ``/apiserver`` runs the ``cluster-gateway``
+#: console script (``tests/unit/bench`` checks the chain), which runs
+#: ``twistd <TWISTD_FLAGS> clustergateway`` on the gateway's reactor.
+GATEWAY_COMMAND = ("cluster-gateway",)
 
 
 def configmap_json() -> bytes:
@@ -463,15 +468,17 @@ class Topology:
                 }
             )
         (secrets / "clusters.yaml").write_text(yaml.safe_dump_all(manifests))
-        script = Path(sys.executable).parent / "cluster-gateway"
-        if not script.exists():
-            raise ProcessError(f"{script} is missing: pip install -e . first")
+        command, *flags = GATEWAY_COMMAND
+        executable = Path(sys.executable).parent / command
+        if not executable.exists():
+            raise ProcessError(f"{executable} is missing: pip install -e . first")
         port = free_port()
         proc = self._add(
             start_process(
                 "gateway",
                 [
-                    str(script),
+                    str(executable),
+                    *flags,
                     "--standalone-debug-mode",
                     "--bind-address=127.0.0.1",
                     f"--secure-port={port}",

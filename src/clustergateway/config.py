@@ -602,10 +602,13 @@ class Options(usage.Options):
     ]
 
     config: GatewayConfig
+    #: The flags as given: ``--workers`` starts its other processes with them.
+    args: list[str]
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         """Parse a command line written for the Go gateway (:mod:`clustergateway.goflags`)."""
         args = sys.argv[1:] if options is None else list(options)
+        self.args = list(args)
         booleans = {flag[0] for flag in self.optFlags} | {"help", "version"}
         try:
             args = rewrite(args, booleans)

@@ -6,7 +6,12 @@ value stopping the start with one line naming the flag), then *build* every obje
 (:func:`build_service`: registry and its source, guard, proxy, Resource tree,
 Site, TLS listener), then *run* them as one ``MultiService``.  Nothing is a
 module-level singleton; this is the only module that imports the global
-reactor, and only inside :func:`makeService`.
+reactor, and only inside :func:`makeService` (:func:`global_reactor`).
+
+Both entry points run the same process: the console script is ``twistd``
+with :data:`TWISTD_FLAGS`, and whichever starts it, :func:`makeService`
+installs the gateway's reactor (``server.reactor``) and starts the processes
+of ``--workers``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from clustergateway.server.listen import (
 )
 from clustergateway.server.probes import Check
 from clustergateway.server.reactor import LeanEPollReactor
+from clustergateway.server.reactor import install as install_reactor
 from clustergateway.server.resources import HealthWriter
 from clustergateway.server.site import GatewaySite
 from clustergateway.server.tree import ClusterProxyRenderer, GatewayRoot, build_root
@@ -54,7 +60,9 @@ __all__ = [
     "GatewayConfig",
     "GatewayService",
     "Options",
+    "TWISTD_FLAGS",
     "build_service",
+    "global_reactor",
     "main",
     "makeService",
 ]
@@ -506,16 +514,42 @@ def _serving_cert(config: GatewayConfig) -> ServingCert:
 
 
 def makeService(options: Options) -> GatewayService:  # noqa: N802 - twistd's name
-    """twistd entry point: build the gateway on the global reactor."""
-    from twisted.internet import reactor
-
+    """twistd entry point, for both ``twistd clustergateway`` and the console script:
+    the gateway on the global reactor (:func:`global_reactor`), and the other
+    processes of ``--workers``."""
+    reactor = global_reactor()
+    _start_workers(reactor, options.config, options.args)
     return build_service(reactor, options.config)
 
 
-def _start_workers(config: GatewayConfig, args: Sequence[str]) -> None:
-    """``--workers N``: the parent starts N-1 children; a child watches its parent."""
+def global_reactor() -> Any:
+    """The global reactor: the gateway's :class:`LeanEPollReactor` unless one is installed.
+
+    twistd installs a reactor while it parses its own flags only when
+    ``--reactor`` names one; otherwise the first import of
+    ``twisted.internet.reactor`` installs Twisted's default, and twistd makes
+    that import only after the plugin built its service (to log "reactor
+    class: …" and run it).  So ``twistd clustergateway`` and ``cluster-gateway``
+    both run this reactor, installed here.  ``--reactor=clustergateway`` names
+    it (the plugin in ``twisted/plugins``): ``twist``, which installs its
+    reactor before any plugin runs, needs it.  Another ``--reactor`` is
+    respected, with a warning.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        install_reactor()
     from twisted.internet import reactor
 
+    if not isinstance(reactor, LeanEPollReactor):
+        _log.warn(
+            "Running on {reactor}, not on the gateway's LeanEPollReactor "
+            "(--reactor=clustergateway): --busy-poll and pass-end writes are off",
+            reactor=f"{type(reactor).__module__}.{type(reactor).__qualname__}",
+        )
+    return reactor
+
+
+def _start_workers(reactor: Any, config: GatewayConfig, args: Sequence[str]) -> None:
+    """``--workers N``: the parent starts N-1 children; a child watches its parent."""
     from clustergateway.server import workers
 
     parent = workers.parent_of_worker()
@@ -530,8 +564,18 @@ def _start_workers(config: GatewayConfig, args: Sequence[str]) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
 
 
+#: How the console script runs twistd, as deploy/ and bench/ spell it too: in
+#: the foreground, no pid file, lines from ``observe.logs`` (JSON off a
+#: terminal, text on one, credentials masked).
+TWISTD_FLAGS = (
+    "--nodaemon",
+    "--pidfile=",
+    "--logger=clustergateway.observe.logs.twistd_observer",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """``cluster-gateway [options]``: the same as ``twistd -n clustergateway [options]``.
+    """``cluster-gateway [options]``: ``twistd <TWISTD_FLAGS> clustergateway [options]``.
 
     Flags are checked first so that a bad one stops the start with one line.
     """
@@ -544,15 +588,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         raise SystemExit(f"{PROG}: {e}") from None
     from twisted.scripts import twistd
 
-    if "twisted.internet.reactor" not in sys.modules:
-        from clustergateway.server.reactor import install
-
-        install()  # epoll without a logging context per I/O event (server.reactor)
-    _start_workers(options.config, args)
-    # JSON lines off a terminal, text on one; credentials masked (observe.logs).
-    # klog's -v 4 and above (``--v``) are debug verbosity; below, info.
-    observer = "twistd_debug_observer" if options.config.log_verbosity >= 4 else "twistd_observer"
-    logger = f"--logger=clustergateway.observe.logs.{observer}"
-    sys.argv = [PROG, "--nodaemon", "--pidfile=", logger, "clustergateway", *args]
+    flags = list(TWISTD_FLAGS)
+    if options.config.log_verbosity >= 4:
+        # klog's -v 4 and above (``--v``) are debug verbosity; below, info.
+        flags[-1] = "--logger=clustergateway.observe.logs.twistd_debug_observer"
+    sys.argv = [PROG, *flags, "clustergateway", *args]
     twistd.run()
     raise SystemExit(0)

@@ -1,7 +1,8 @@
 """``--workers N``: processes sharing the port (SO_REUSEPORT), started and stopped together.
 
-The gateway runs as a real subprocess (the console script); clients are plain
-blocking sockets, so no test here touches the reactor.
+The gateway runs as a real subprocess (the console script, and ``twistd`` as
+deploy/ runs it); clients are plain blocking sockets, so no test here touches
+the reactor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-SCRIPT = str(Path(sys.executable).parent / "cluster-gateway")
+from tests.fixtures.gateway import ENTRY_POINTS
+
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -115,13 +118,17 @@ class Gateway:
         return self.tls().wrap_socket(raw)
 
 
-def start(tmp_path: Path, *extra: str, port: int | None = None) -> Gateway:
+def start(
+    tmp_path: Path, *extra: str, port: int | None = None, entry: str = "cluster-gateway"
+) -> Gateway:
     port = free_port() if port is None else port
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
+    command, *flags = ENTRY_POINTS[entry]
     process = subprocess.Popen(
         [
-            SCRIPT,
+            str(BIN / command),
+            *flags,
             "--standalone-debug-mode",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
@@ -145,9 +152,10 @@ def stop(gateway: Gateway) -> None:
             gateway.process.wait(5)
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Gateway]:
-    gateway = start(tmp_path, "--workers=2")
+@pytest.fixture(params=sorted(ENTRY_POINTS))
+def two_workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """``--workers=2`` through each entry point (under twistd they were never started)."""
+    gateway = start(tmp_path, "--workers=2", entry=request.param)
     try:
         wait_until(
             lambda: (

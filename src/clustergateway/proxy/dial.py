@@ -49,6 +49,7 @@ __all__ = [
     "DialError",
     "DialTimeout",
     "DirectDialer",
+    "NoDelayEndpoint",
     "StreamDialer",
     "TunnelError",
     "UpstreamEndpoint",
@@ -84,7 +85,8 @@ class DirectDialer:
     """Plain TCP to the cluster address (IP literals skip name resolution).
 
     ``timeout`` is only a backstop: :class:`UpstreamEndpoint` enforces the
-    configured connect limit itself, name resolution included.
+    configured connect limit itself, name resolution included.  Connections
+    have ``TCP_NODELAY`` set (:class:`NoDelayEndpoint`).
     """
 
     reactor: IReactorTCP
@@ -92,11 +94,43 @@ class DirectDialer:
 
     def stream_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         version = ip_version(host)
+        endpoint: IStreamClientEndpoint
         if version == 4:
-            return TCP4ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
-        if version == 6:
-            return TCP6ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
-        return HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
+        elif version == 6:
+            endpoint = TCP6ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
+        else:
+            endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+        return NoDelayEndpoint(endpoint)
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.frozen
+class NoDelayEndpoint:
+    """TCP connections from ``endpoint`` with Nagle's algorithm off, as Go dials them.
+
+    TLS on the socket (``tlssocket``) sends each record with its own ``send``;
+    with Nagle on, the kernel holds back all but the first record of a write
+    until the cluster acknowledges it, which the cluster may delay by 40 ms or
+    more.  A spliced exec or port-forward stream waited that long in about a
+    third of the rounds (issue 24), and so would any request whose head or
+    body spans records.  The option is set once the connection is made,
+    before the reactor sends what the protocol wrote.
+    """
+
+    endpoint: IStreamClientEndpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:  # noqa: N803
+        return self.endpoint.connect(protocolFactory).addCallback(_no_delay)
+
+
+def _no_delay(protocol: IProtocol) -> IProtocol:
+    transport: Any = getattr(protocol, "transport", None)
+    try:
+        transport.setTcpNoDelay(True)
+    except (AttributeError, OSError):  # not TCP, or already closed
+        pass
+    return protocol
 
 
 def _ssl_reasons(value: SSL.Error) -> str:

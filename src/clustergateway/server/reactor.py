@@ -24,8 +24,10 @@ briefly for the same reason.  Measured: the 1-connection small-GET p50 went
 from 0.32 to 0.20 ms; it costs CPU only in the gaps after work, never when
 the gateway is idle.
 
-The entry point installs it (``tap.main``), before twistd picks the
-default reactor; the test suite runs on it too (``tests/conftest.py``).
+Both entry points run it: ``tap.global_reactor`` installs it when the plugin
+builds its service, before twistd would install its default, and
+``--reactor=clustergateway`` names it (``twisted/plugins``).  The test suite
+runs on it too (``tests/conftest.py``).
 """
 
 from __future__ import annotations

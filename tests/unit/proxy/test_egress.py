@@ -421,6 +421,30 @@ def test_tunnel_endpoint_cancel() -> None:
 # -- choosing the route ---------------------------------------------------------------
 
 
+class TCPTransport(StringTransport):
+    """A transport that records ``setTcpNoDelay``."""
+
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802 - Twisted's name
+        self.nodelay = enabled
+
+
+def test_direct_connections_have_nodelay() -> None:
+    """Every TCP connection the gateway dials (to a cluster, or to its proxy) gets
+    ``TCP_NODELAY`` once it is made, as Go dials them: with Nagle on, all but the first
+    TLS record of a write waited for the cluster's delayed ACK (40 ms or more)."""
+    reactor = MemoryReactorClock()
+    for host in ("10.0.0.1", "fd00::1"):
+        connected: list[Any] = []
+        endpoint = DirectDialer(reactor).stream_endpoint(host, 6443)
+        endpoint.connect(Factory.forProtocol(App)).addCallback(connected.append)
+        transport = TCPTransport()
+        reactor.tcpClients[-1][2].buildProtocol(None).makeConnection(transport)
+        assert [type(p) for p in connected] == [App]
+        assert transport.nodelay, host
+
+
 def test_router_direct_proxy_url_and_environment() -> None:
     """No proxy: the direct endpoint; proxy-url wins over the environment; the
     environment applies otherwise (but not to loopback)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 
 from clustergateway.server.site import CappedBody, GatewaySite
@@ -86,6 +87,30 @@ def test_h2_and_http11_get_the_idle_timeout() -> None:
     protocol, _ = connect(site)
     assert protocol._timeOut == 60
     assert protocol._channel.timeOut == 60
+
+
+class TCPTransport(StringTransport):
+    """A transport that records the TCP options set on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: dict[str, bool] = {}
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:  # noqa: N802 - Twisted's name
+        self.options["keepalive"] = enabled
+
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802 - Twisted's name
+        self.options["nodelay"] = enabled
+
+
+def test_connections_get_keepalive_and_nodelay() -> None:
+    """Every accepted connection gets TCP keepalive (dead peers are found) and
+    ``TCP_NODELAY`` (no write waits for the client's delayed ACK), as Go's server sets
+    them; a spliced exec stream waited 40 ms in a third of the rounds without it."""
+    site = GatewaySite(Resource(), reactor=MemoryReactorClock())
+    transport = TCPTransport()
+    site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)).makeConnection(transport)
+    assert transport.options == {"keepalive": True, "nodelay": True}
 
 
 def test_request_log_hook(make_served) -> None:
