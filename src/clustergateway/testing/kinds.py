@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 import attrs
 
 __all__ = [
+    "ADDON_MANAGER_TYPES",
     "CRUD_VERBS",
     "DEFAULT_TYPES",
     "ResourceType",
@@ -51,6 +52,9 @@ class ResourceType:
     selectable_fields: tuple[str, ...] = ()
     #: Served from the object store (False: a create-only review API).
     stored: bool = True
+    #: ``metadata.generation`` is kept (1 at create, +1 when anything but metadata or
+    #: status changes), as kube-apiserver does for Deployments and custom resources.
+    generation: bool = False
 
     @property
     def singular(self) -> str:
@@ -144,6 +148,96 @@ _POD_SUBRESOURCES = (
 )
 
 _OCM = "cluster.open-cluster-management.io"
+_ADDON = "addon.open-cluster-management.io"
+_MSA = "authentication.open-cluster-management.io"
+_PROXY = "proxy.open-cluster-management.io"
+_RBAC = "rbac.authorization.k8s.io"
+
+
+def _with_status(
+    group: str,
+    version: str,
+    resource: str,
+    kind: str,
+    *,
+    namespaced: bool,
+    short_names: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
+) -> ResourceType:
+    """A stored kind with a ``status`` subresource and ``metadata.generation``."""
+    return ResourceType(
+        group,
+        version,
+        resource,
+        kind,
+        namespaced=namespaced,
+        short_names=short_names,
+        categories=categories,
+        subresources=(Subresource("status", kind, ("get", "patch", "update"), group, version),),
+        generation=True,
+    )
+
+
+def _rbac(resource: str, kind: str, *, namespaced: bool) -> ResourceType:
+    return ResourceType(_RBAC, "v1", resource, kind, namespaced=namespaced)
+
+
+#: What the OCM addon-manager reads and writes on the hub (stored and served, no
+#: controller behind them, no policy enforced): its configuration and addon kinds,
+#: ManagedServiceAccounts, and the workload, Service, RBAC and Lease objects.
+ADDON_MANAGER_TYPES = (
+    ResourceType(
+        "", "v1", "serviceaccounts", "ServiceAccount", namespaced=True, short_names=("sa",)
+    ),
+    ResourceType(
+        "", "v1", "services", "Service", namespaced=True, short_names=("svc",), categories=("all",)
+    ),
+    _with_status(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        namespaced=True,
+        short_names=("deploy",),
+        categories=("all",),
+    ),
+    _rbac("roles", "Role", namespaced=True),
+    _rbac("rolebindings", "RoleBinding", namespaced=True),
+    _rbac("clusterroles", "ClusterRole", namespaced=False),
+    _rbac("clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
+    _with_status(
+        _ADDON,
+        "v1alpha1",
+        "clustermanagementaddons",
+        "ClusterManagementAddOn",
+        namespaced=False,
+        short_names=("cma",),
+    ),
+    _with_status(
+        _ADDON,
+        "v1alpha1",
+        "managedclusteraddons",
+        "ManagedClusterAddOn",
+        namespaced=True,
+        short_names=("mca",),
+    ),
+    _with_status(
+        _MSA,
+        "v1alpha1",
+        "managedserviceaccounts",
+        "ManagedServiceAccount",
+        namespaced=True,
+        short_names=("msa",),
+    ),
+    _with_status(
+        _PROXY,
+        "v1alpha1",
+        "clustergatewayconfigurations",
+        "ClusterGatewayConfiguration",
+        namespaced=False,
+    ),
+)
 
 DEFAULT_TYPES = ResourceTypes(
     (
@@ -205,6 +299,7 @@ DEFAULT_TYPES = ResourceTypes(
                 ),
             ),
         ),
+        *ADDON_MANAGER_TYPES,
         _review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
         _review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         _review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),

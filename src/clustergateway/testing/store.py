@@ -94,6 +94,11 @@ class Subscription:
         self.store._unsubscribe(self)
 
 
+def _spec_of(obj: Object) -> Object:
+    """What ``metadata.generation`` counts changes of: all but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -448,6 +453,8 @@ class ObjectStore:
             )
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
+        if rtype.generation:
+            meta["generation"] = 1
         for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
             meta.pop(transient, None)
         self._apply_type_rules(rtype, fresh)
@@ -496,6 +503,11 @@ class ObjectStore:
             fresh = merged
         elif rtype.subresource("status") is not None and "status" in current:
             fresh["status"] = copy.deepcopy(current["status"])
+        if rtype.generation and subresource != "status":
+            generation = int(current["metadata"].get("generation") or 1)
+            if _spec_of(fresh) != _spec_of(current):
+                generation += 1
+            fresh["metadata"]["generation"] = generation
         self._apply_type_rules(rtype, fresh)
         return self._replace(rtype, fresh, dry_run=dry_run)
 

@@ -26,6 +26,12 @@ def test_group_list_and_group():
         "apiregistration.k8s.io",
         "authentication.k8s.io",
         "authorization.k8s.io",
+        "apps",
+        "rbac.authorization.k8s.io",
+        "coordination.k8s.io",
+        "addon.open-cluster-management.io",
+        "authentication.open-cluster-management.io",
+        "proxy.open-cluster-management.io",
     }
     group = discovery.api_group(DEFAULT_TYPES, "cluster.open-cluster-management.io")
     assert group["preferredVersion"]["groupVersion"] == "cluster.open-cluster-management.io/v1"

@@ -223,3 +223,25 @@ def test_put_creates_missing_namespace_and_copies(store):
     assert store.remove("cm", "fresh", "a") is False
     with pytest.raises(KeyError):
         store.put({"apiVersion": "v9", "kind": "Nope", "metadata": {"name": "x"}})
+
+
+def test_generation_counts_spec_changes_only(store):
+    """Kinds with a generation start at 1, count spec changes, and ignore status writes
+    and metadata-only changes (what the addon-manager's generation label follows)."""
+    cgc = {
+        "apiVersion": "proxy.open-cluster-management.io/v1alpha1",
+        "kind": "ClusterGatewayConfiguration",
+        "metadata": {"name": "cluster-gateway"},
+        "spec": {"image": "a"},
+    }
+    assert store.put(cgc)["metadata"]["generation"] == 1
+    cgc["metadata"]["labels"] = {"x": "y"}
+    assert store.put(cgc)["metadata"]["generation"] == 1
+    cgc["spec"]["image"] = "b"
+    assert store.put(cgc)["metadata"]["generation"] == 2
+    rtype = store.types.resolve("clustergatewayconfigurations")
+    current = store.get(rtype, None, "cluster-gateway")
+    current["status"] = {"conditions": []}
+    updated = store.update(rtype, "", "cluster-gateway", current, subresource="status")
+    assert updated["metadata"]["generation"] == 2
+    assert "generation" not in store.put(_cm("plain"))["metadata"]
