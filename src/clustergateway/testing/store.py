@@ -116,7 +116,11 @@ def _invalid(kind: str, name: str, field: str, value: Any, detail: str) -> Unpro
 
 
 def _check_name(rtype: ResourceType, name: str) -> None:
-    if rtype.resource == "namespaces":
+    if rtype.group == "rbac.authorization.k8s.io":
+        # RBAC names are path segments (``system:auth-delegator``), as in kube-apiserver.
+        ok = bool(name) and name not in (".", "..") and not any(c in name for c in "/%")
+        detail = "may not be '.' or '..' and may not contain '/' or '%'"
+    elif rtype.resource == "namespaces":
         ok = len(name) <= 63 and bool(_DNS_LABEL.match(name))
         detail = (
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters"

@@ -1,0 +1,258 @@
+"""The signer CA and the gateway's serving certificate: pure functions of (secret, now).
+
+Go (``pkg/util/cert/cert.go`` ``EnsureCAPair``) keeps the signer in Secret
+``<ns>/cluster-gateway-signer`` (``ca.crt`` PEM CERTIFICATE, ``ca.key`` PEM
+PKCS#8 PRIVATE KEY, CN ``cluster-gateway``), and rotates the serving pair
+``<installNamespace>/cluster-gateway-tls-cert`` (``kubernetes.io/tls``) with the
+addon-framework's ``certrotation.TargetRotation``: a new pair when the Secret
+has none, an unparsable one, an expired one, one in the last fifth of its
+validity, or one whose issuer is not the signer.  Those rules are
+:func:`rotation_reason`; the validity is Go's 180 days.
+
+Decision: new keys are ECDSA P-256 (Go makes RSA-2048); any key type an
+existing signer Secret holds, RSA included, is read and used, so a signer the
+Go addon-manager created keeps signing.  The issuer check also verifies the
+signature, not just the issuer's common name, so a certificate from another CA
+that happens to share the CN is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from clustergateway.addon.names import ADDON_NAME, SERVICE_NAME, TLS_SECRET_NAME
+
+__all__ = [
+    "PkiError",
+    "SERVING_VALIDITY",
+    "Signer",
+    "rotation_reason",
+    "serving_hosts",
+    "serving_secret",
+]
+
+SERVING_VALIDITY = datetime.timedelta(days=180)
+SIGNER_VALIDITY = datetime.timedelta(days=3650)
+_SKEW = datetime.timedelta(minutes=5)
+
+
+class PkiError(ValueError):
+    """A signer or certificate Secret that cannot be used; the message says why."""
+
+
+def _pem_key(key: Any) -> bytes:
+    data: bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return data
+
+
+def _decoded(secret: Mapping[str, Any], key: str) -> bytes:
+    value = (secret.get("data") or {}).get(key)
+    if not value:
+        return b""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+@attrs.frozen
+class Signer:
+    """The CA that signs the serving certificate (and is the APIService's caBundle)."""
+
+    cert_pem: bytes
+    key_pem: bytes = attrs.field(repr=False)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+    def private_key(self) -> Any:
+        return serialization.load_pem_private_key(self.key_pem, password=None)
+
+    @classmethod
+    def generate(cls, now: datetime.datetime) -> Signer:
+        """A new self-signed CA with Go's subject (CN ``cluster-gateway``)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ADDON_NAME)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _SKEW)
+            .not_valid_after(now + SIGNER_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+    @classmethod
+    def from_secret(cls, secret: Mapping[str, Any]) -> Signer:
+        """Read ``ca.crt``/``ca.key``; :class:`PkiError` if either is missing or broken."""
+        cert_pem, key_pem = _decoded(secret, "ca.crt"), _decoded(secret, "ca.key")
+        name = (secret.get("metadata") or {}).get("name", "")
+        if not cert_pem or not key_pem:
+            raise PkiError(f"signer Secret {name} lacks ca.crt or ca.key")
+        signer = cls(cert_pem, key_pem)
+        try:
+            cert, key = signer.certificate, signer.private_key()
+        except ValueError as e:
+            raise PkiError(f"signer Secret {name} does not hold a PEM CA pair: {e}") from None
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+            raise PkiError(f"signer Secret {name}: ca.key does not match ca.crt")
+        return signer
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any]:
+        """The signer Secret as Go writes it (type Opaque, no owner)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "data": {
+                "ca.crt": base64.b64encode(self.cert_pem).decode(),
+                "ca.key": base64.b64encode(self.key_pem).decode(),
+            },
+        }
+
+    def signed(self, cert: x509.Certificate) -> bool:
+        """True if ``cert`` carries this CA's signature."""
+        public = self.certificate.public_key()
+        try:
+            if isinstance(public, rsa.RSAPublicKey):
+                assert cert.signature_hash_algorithm is not None
+                public.verify(
+                    cert.signature,
+                    cert.tbs_certificate_bytes,
+                    padding.PKCS1v15(),
+                    cert.signature_hash_algorithm,
+                )
+            elif isinstance(public, ec.EllipticCurvePublicKey):
+                assert cert.signature_hash_algorithm is not None
+                public.verify(
+                    cert.signature,
+                    cert.tbs_certificate_bytes,
+                    ec.ECDSA(cert.signature_hash_algorithm),
+                )
+            else:
+                return False
+        except InvalidSignature:
+            return False
+        return True
+
+
+def serving_hosts(install_namespace: str) -> tuple[str, ...]:
+    """Go's SANs: ``cluster-gateway``, ``cluster-gateway.<ns>``, ``cluster-gateway.<ns>.svc``."""
+    return (
+        SERVICE_NAME,
+        f"{SERVICE_NAME}.{install_namespace}",
+        f"{SERVICE_NAME}.{install_namespace}.svc",
+    )
+
+
+def rotation_reason(
+    secret: Mapping[str, Any] | None, signer: Signer, now: datetime.datetime
+) -> str | None:
+    """Why the serving Secret needs a new pair (addon-framework's rules), or None."""
+    if secret is None:
+        return "missing"
+    cert_pem = _decoded(secret, "tls.crt")
+    if not cert_pem:
+        return "missing tls.crt"
+    if not _decoded(secret, "tls.key"):
+        return "missing tls.key"
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    except (ValueError, IndexError):
+        return "bad certificate"
+    not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
+    if now >= not_after:
+        return "already expired"
+    if now >= not_after - (not_after - not_before) / 5:
+        return f"expires in {(not_after - now).total_seconds():.0f} seconds"
+    if not signer.signed(cert):
+        return f"issuer {cert.issuer.rfc4514_string()!r} is not the signer"
+    return None
+
+
+def serving_secret(
+    namespace: str,
+    signer: Signer,
+    now: datetime.datetime,
+    validity: datetime.timedelta = SERVING_VALIDITY,
+) -> dict[str, Any]:
+    """A fresh serving pair for the gateway's Service, as a ``kubernetes.io/tls`` Secret."""
+    hosts = serving_hosts(namespace)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca = signer.certificate
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(signer.private_key(), hashes.SHA256())
+    )
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": TLS_SECRET_NAME,
+            "namespace": namespace,
+            "annotations": {
+                "auth.openshift.io/certificate-not-after": cert.not_valid_after_utc.strftime(stamp),
+                "auth.openshift.io/certificate-not-before": cert.not_valid_before_utc.strftime(
+                    stamp
+                ),
+                "auth.openshift.io/certificate-hostnames": ",".join(hosts),
+            },
+        },
+        "data": {
+            "tls.crt": base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode(),
+            "tls.key": base64.b64encode(_pem_key(key)).decode(),
+        },
+    }
