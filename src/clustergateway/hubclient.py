@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import attrs
@@ -68,6 +68,7 @@ MAX_WATCH_LINE = 64 * 1024 * 1024
 #: Replies larger than this are refused (a list of every cluster Secret fits easily).
 MAX_RESPONSE_BODY = 512 * 1024 * 1024
 _ALPN = [b"http/1.1"]
+_R = TypeVar("_R")
 
 
 class HubConfigError(ValueError):
@@ -611,9 +612,35 @@ class HubClient:
     ) -> dict[str, Any]:
         """One request; the decoded JSON reply, or a :class:`StatusError`."""
         raw = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        d = Deferred.fromCoroutine(
-            self._exchange(method, path, params, raw, content_type if raw is not None else None)
+        exchange = self._exchange(
+            method, path, params, raw, content_type if raw is not None else None
         )
+        return await self._bounded(exchange, method, path, timeout)
+
+    async def get_bytes(
+        self, path: str, params: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """``GET path``: the status code and the raw body, whatever the code (probes)."""
+
+        async def exchange() -> tuple[int, bytes]:
+            describe = self._describe("GET", path)
+            try:
+                response = await self._send("GET", path, params, None, None)
+                return response.code, await _read_body(response)
+            except CancelledError:
+                raise
+            except Exception as e:
+                if _was_cancelled(Failure(e)):
+                    raise CancelledError() from None
+                raise self._connection_error(Failure(e), describe) from None
+
+        return await self._bounded(exchange(), "GET", path, timeout)
+
+    async def _bounded(
+        self, coroutine: Coroutine[Any, Any, _R], method: str, path: str, timeout: float | None
+    ) -> _R:
+        """``coroutine`` cut after ``timeout`` (default: ``request_timeout``) seconds."""
+        d = Deferred.fromCoroutine(coroutine)
         limit = self.request_timeout if timeout is None else timeout
         if limit > 0:
             d.addTimeout(limit, self.reactor)

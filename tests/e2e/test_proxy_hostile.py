@@ -62,8 +62,13 @@ def request(method: bytes, target: bytes) -> bytes:
     body = b"{}" if method == b"POST" else b""
     length = b"Content-Length: %d\r\n" % len(body) if body else b""
     return (
-        method + b" " + target + b" HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer x\r\n"
-        + length + b"Connection: close\r\n\r\n" + body
+        method
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer x\r\n"
+        + length
+        + b"Connection: close\r\n\r\n"
+        + body
     )
 
 

@@ -47,9 +47,7 @@ HTTP1_CASES = 1200
 HTTP2_CASES = 400
 
 ECHO = PROXY_PATH.format(cluster="echo")
-TARGETS = proxy_targets(
-    ECHO, PROXY_PATH.format(cluster="down"), PROXY_PATH.format(cluster="nope")
-)
+TARGETS = proxy_targets(ECHO, PROXY_PATH.format(cluster="down"), PROXY_PATH.format(cluster="nope"))
 
 
 def drive(port: int, ca: str, seed: int) -> list[str]:

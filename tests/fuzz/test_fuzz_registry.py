@@ -67,8 +67,19 @@ def hostile_secrets(draw: st.DrawFn) -> Any:
         "data": draw(
             st.one_of(
                 st.dictionaries(
-                    st.sampled_from(["endpoint", "token", "ca.crt", "tls.crt", "tls.key", "exec",
-                                     "proxy-url", "ca", "tls-server-name"]),
+                    st.sampled_from(
+                        [
+                            "endpoint",
+                            "token",
+                            "ca.crt",
+                            "tls.crt",
+                            "tls.key",
+                            "exec",
+                            "proxy-url",
+                            "ca",
+                            "tls-server-name",
+                        ]
+                    ),
                     st.one_of(b64, values),
                     max_size=6,
                 ),
@@ -100,8 +111,14 @@ def test_hostile_secrets_in_a_full_list(junk: list[Any]) -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", 7]),
-                          hostile_secrets()), max_size=6))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", 7]), hostile_secrets()
+        ),
+        max_size=6,
+    )
+)
 def test_hostile_watch_events(events: list[tuple[Any, Any]]) -> None:
     """Watch events carrying hostile documents leave the good cluster served."""
     registry = SecretRegistry(GROUP)

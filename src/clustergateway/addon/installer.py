@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import attrs
 from twisted.logger import Logger
@@ -53,7 +53,13 @@ from clustergateway.addon.names import (
     TLS_SECRET_NAME,
 )
 from clustergateway.addon.pki import PkiError, Signer, rotation_reason, serving_secret
-from clustergateway.addon.resources import collection_path, merged, object_path, subset
+from clustergateway.addon.resources import (
+    HubApi,
+    collection_path,
+    merged,
+    object_path,
+    subset,
+)
 
 __all__ = [
     "CONDITION_CREDENTIALS",
@@ -72,22 +78,6 @@ _OWNED_FIELDS = ("spec", "rules", "roleRef", "subjects")
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-class HubApi(Protocol):
-    """The requests the installer makes (``HubClient`` provides them)."""
-
-    async def get_json(
-        self, path: str, params: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]: ...
-
-    async def post_json(
-        self, path: str, body: Any, params: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]: ...
-
-    async def put_json(
-        self, path: str, body: Any, params: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]: ...
 
 
 @attrs.frozen
@@ -163,6 +153,9 @@ class Installer:
     namespace: str
     signer_secret_name: str = "cluster-gateway-signer"
     now: Callable[[], datetime.datetime] = utc_now
+    #: Secret names a pass reads besides owned objects (signer, proxy sources, MSA
+    #: token): their events must trigger a pass too.
+    secret_names: set[str] = attrs.field(factory=set, init=False)
     _signer: Signer | None = attrs.field(default=None, init=False)
     _log: ClassVar[Logger] = Logger()
 
@@ -216,6 +209,12 @@ class Installer:
         generation = int((cgc.get("metadata") or {}).get("generation") or 0)
         try:
             config = GatewayConfiguration.from_object(cgc)
+            self.secret_names = {self.signer_secret_name, config.managed_service_account_name}
+            if config.cluster_proxy is not None:
+                self.secret_names |= {
+                    config.cluster_proxy.ca_secret_name,
+                    config.cluster_proxy.client_secret_name,
+                }
             sources = await self._gather(config)
             signer = self._signer or await self.ensure_signer()
         except (ConfigurationError, PkiError) as e:

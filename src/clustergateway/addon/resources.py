@@ -8,9 +8,26 @@ would for exactly these kinds (no discovery round trip needed).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["KINDS", "collection_path", "merged", "object_path", "subset"]
+__all__ = ["HubApi", "KINDS", "collection_path", "merged", "object_path", "subset"]
+
+
+class HubApi(Protocol):
+    """The JSON requests the addon-manager makes (``HubClient`` provides them)."""
+
+    async def get_json(
+        self, path: str, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+    async def post_json(
+        self, path: str, body: Any, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+    async def put_json(
+        self, path: str, body: Any, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
 
 #: (apiVersion, kind) → (plural, namespaced)
 KINDS: dict[tuple[str, str], tuple[str, bool]] = {

@@ -292,5 +292,3 @@ def test_other_methods_get_a_status() -> None:
     body = json.loads(MetricsResource(metrics).render(request))
     assert request.responseCode == 405
     assert body["kind"] == "Status" and body["code"] == 405
-
-
