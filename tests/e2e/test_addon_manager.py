@@ -351,3 +351,132 @@ async def test_sample_with_missing_proxy_secrets_reports_a_condition(
         )
     await wait_until(lambda: (condition() or {}).get("status") == "True", timeout=30)
     assert hub.get("deployment", MANAGER_NS, "gateway-deployment") is not None
+
+
+def _serving_pem(hub: Hub) -> bytes:
+    secret = hub.get("secret", INSTALL_NS, "cluster-gateway-tls-cert")
+    assert secret is not None
+    return base64.b64decode(secret["data"]["tls.crt"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_certificate_close_to_expiry_renewed_and_ca_bundle_follows_the_signer(
+    hub: Hub, manager: AddonManagerService
+) -> None:
+    """A serving pair with a day left (of 180) is replaced on its Secret's event; deleting
+    the signer makes a new CA, the pair is reissued by it and the APIService caBundle
+    follows, all without a restart or a resync."""
+    import datetime
+
+    from cryptography import x509
+
+    from clustergateway.addon.pki import Signer, serving_secret
+
+    await _apply_install(hub)
+    await wait_until(lambda: _installed(hub), timeout=30)
+    signer = Signer.from_secret(hub.get("secret", MANAGER_NS, "cluster-gateway-signer") or {})
+    now = datetime.datetime.now(datetime.UTC)
+    old = serving_secret(
+        INSTALL_NS, signer, now - datetime.timedelta(days=179), datetime.timedelta(days=180)
+    )
+    await hub.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(old).encode())
+    old_pem = base64.b64decode(old["data"]["tls.crt"])
+
+    def renewed() -> bool:
+        return _serving_pem(hub) != old_pem
+
+    await wait_until(renewed, timeout=15)
+    cert = x509.load_pem_x509_certificate(_serving_pem(hub))
+    assert cert.not_valid_after_utc - now > datetime.timedelta(days=179)
+    assert signer.signed(cert)
+
+    await hub.kubectl("delete", "secret", "cluster-gateway-signer", "-n", MANAGER_NS)
+
+    def moved() -> bool:
+        secret = hub.get("secret", MANAGER_NS, "cluster-gateway-signer")
+        api = hub.get("apiservice", None, "v1alpha1.cluster.core.oam.dev")
+        if secret is None or api is None or secret["data"]["ca.crt"] != api["spec"]["caBundle"]:
+            return False
+        return Signer.from_secret(secret).signed(x509.load_pem_x509_certificate(_serving_pem(hub)))
+
+    await wait_until(moved, timeout=15)
+    assert _signer_pem(hub) != signer.cert_pem
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_prober_flips_cluster_health_and_addon_available(
+    hub: Hub, manager: AddonManagerService
+) -> None:
+    """Probing through a gateway started from the Deployment: member ``a`` up → the
+    addon's Available is True (SuccessfullyProbedHealthz); ``a`` dark → the cluster's
+    health (the Secret's annotations, read back through the gateway) and Available turn
+    False (FailedProbingHealthz, with the error); back → both True again.  Health is
+    written only on change."""
+    from clustergateway.addon.prober import AddonHealthProber
+    from clustergateway.hubclient import HubClient, HubConfig
+
+    await _apply_install(hub)
+    await wait_until(lambda: _installed(hub), timeout=30)
+    gateway = start_gateway_from_deployment(hub, hub.tmp / "pod")
+    api = hub.get("apiservice", None, "v1alpha1.cluster.core.oam.dev")
+    assert api is not None
+    client = HubClient.from_config(
+        _reactor(),
+        HubConfig(
+            server=gateway.listener.url,
+            ca_pem=base64.b64decode(api["spec"]["caBundle"]),
+            tls_server_name=f"cluster-gateway.{INSTALL_NS}.svc",
+            authorization=lambda: f"Bearer {hub.sim.token}",
+        ),
+    )
+    prober = AddonHealthProber(_reactor(), manager.hub, client, timeout=5.0)
+    try:
+        await wait_until(lambda: gateway.registry.entry("c1") is not None, timeout=10)
+
+        def available() -> dict[str, Any]:
+            mca = hub.get("managedclusteraddon", "c1", "cluster-gateway") or {}
+            conditions = (mca.get("status") or {}).get("conditions") or []
+            return next((c for c in conditions if c["type"] == "Available"), {})
+
+        def annotations() -> dict[str, str]:
+            secret = hub.get("secret", CREDS, "c1") or {}
+            return dict((secret.get("metadata") or {}).get("annotations") or {})
+
+        health_path = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways/c1/health"
+        before = await client.get_json(health_path)
+        # no health annotation yet: the gateway shows the cluster healthy, so (as in Go)
+        # a healthy probe has nothing to write on it
+        assert before["status"]["healthy"] is True and annotations() == {}
+        version = (hub.get("secret", CREDS, "c1") or {})["metadata"]["resourceVersion"]
+        assert await prober.probe("c1") is True
+        assert (hub.get("secret", CREDS, "c1") or {})["metadata"]["resourceVersion"] == version
+        assert (available()["status"], available()["reason"]) == (
+            "True",
+            "SuccessfullyProbedHealthz",
+        )
+        assert available()["message"] == "Returned OK"
+
+        await hub.member.go_dark()
+        assert await prober.probe("c1") is False
+        condition = available()
+        assert (condition["status"], condition["reason"]) == ("False", "FailedProbingHealthz")
+        assert condition["message"]
+        assert annotations()["status.cluster.core.oam.dev/healthy"] == "false"
+        assert annotations()["status.cluster.core.oam.dev/healthy-reason"] == condition["message"]
+        await wait_until(
+            lambda: gateway.registry.recorded_health("c1") == (False, condition["message"])
+        )
+        health = await client.get_json(health_path)
+        assert health["status"]["healthy"] is False
+        version = (hub.get("secret", CREDS, "c1") or {})["metadata"]["resourceVersion"]
+        assert await prober.probe("c1") is False
+        assert (hub.get("secret", CREDS, "c1") or {})["metadata"]["resourceVersion"] == version
+
+        await hub.member.come_back()
+        assert await prober.probe("c1") is True
+        assert available()["status"] == "True"
+        assert annotations()["status.cluster.core.oam.dev/healthy"] == "true"
+        assert annotations()["status.cluster.core.oam.dev/healthy-reason"] == ""
+    finally:
+        await client.close()
+        await gateway.stopService()

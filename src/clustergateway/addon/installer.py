@@ -156,13 +156,17 @@ class Installer:
     #: Secret names a pass reads besides owned objects (signer, proxy sources, MSA
     #: token): their events must trigger a pass too.
     secret_names: set[str] = attrs.field(factory=set, init=False)
-    _signer: Signer | None = attrs.field(default=None, init=False)
     _log: ClassVar[Logger] = Logger()
 
     # -- the signer ----------------------------------------------------------------
 
     async def ensure_signer(self) -> Signer:
-        """Go's ``EnsureCAPair``: read the signer Secret, or create it when absent."""
+        """Go's ``EnsureCAPair``: read the signer Secret, or create it when absent.
+
+        Read on every pass (Go reads it once at startup), so a signer replaced or
+        deleted on the hub is followed: the serving pair is reissued by the new CA
+        and the APIService ``caBundle`` moves with it in the same pass.
+        """
         path = collection_path("v1", "Secret", self.namespace) + f"/{self.signer_secret_name}"
         secret = await _get(self.client, path)
         if secret is None:
@@ -183,7 +187,6 @@ class Installer:
             )
         else:
             signer = Signer.from_secret(secret)
-        self._signer = signer
         return signer
 
     # -- the pass --------------------------------------------------------------------
@@ -209,14 +212,18 @@ class Installer:
         generation = int((cgc.get("metadata") or {}).get("generation") or 0)
         try:
             config = GatewayConfiguration.from_object(cgc)
-            self.secret_names = {self.signer_secret_name, config.managed_service_account_name}
+            self.secret_names = {
+                self.signer_secret_name,
+                TLS_SECRET_NAME,
+                config.managed_service_account_name,
+            }
             if config.cluster_proxy is not None:
                 self.secret_names |= {
                     config.cluster_proxy.ca_secret_name,
                     config.cluster_proxy.client_secret_name,
                 }
             sources = await self._gather(config)
-            signer = self._signer or await self.ensure_signer()
+            signer = await self.ensure_signer()
         except (ConfigurationError, PkiError) as e:
             reason = e.reason if isinstance(e, ConfigurationError) else "InvalidSigner"
             self._log.error(

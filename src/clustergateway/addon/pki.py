@@ -13,7 +13,10 @@ Decision: new keys are ECDSA P-256 (Go makes RSA-2048); any key type an
 existing signer Secret holds, RSA included, is read and used, so a signer the
 Go addon-manager created keeps signing.  The issuer check also verifies the
 signature, not just the issuer's common name, so a certificate from another CA
-that happens to share the CN is replaced.
+that happens to share the CN is replaced.  The serving certificate's CN is
+``cluster-gateway.<ns>.svc``, not Go's first SAN ``cluster-gateway``: that equals
+the signer's CN, and OpenSSL clients (Python's among them) then take the leaf
+for a self-signed certificate and refuse it.
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def serving_secret(
     ca = signer.certificate
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[-1])]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
