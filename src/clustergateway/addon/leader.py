@@ -36,6 +36,11 @@ from clustergateway.addon.resources import HubApi, collection_path
 __all__ = ["LeaseElector"]
 
 
+def _version(lease: Mapping[str, Any]) -> Any:
+    """What tells two reads of the Lease apart (every write bumps resourceVersion)."""
+    return (lease.get("metadata") or {}).get("resourceVersion") or lease.get("spec")
+
+
 def _micro_time() -> str:
     """``metav1.MicroTime`` of now (RFC 3339 with microseconds)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -144,8 +149,8 @@ class LeaseElector(Service):
                 return False
             return True
         spec = lease.get("spec") or {}
-        if self._observed is None or (self._observed.get("spec") or {}) != spec:
-            self._observe(lease, now)
+        if self._observed is None or _version(self._observed) != _version(lease):
+            self._observe(lease, now)  # the record changed: the holder is alive
         holder = spec.get("holderIdentity")
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         if holder and holder != self.identity and self._observed_at + duration > now:

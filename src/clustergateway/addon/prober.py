@@ -145,6 +145,7 @@ class AddonHealthProber(Service):
     _loop: LoopingCall | None = attrs.field(default=None, init=False)
     _inflight: dict[str, Deferred[Any]] = attrs.field(factory=dict, init=False)
     _scheduled: dict[str, IDelayedCall] = attrs.field(factory=dict, init=False)
+    _retry: set[str] = attrs.field(factory=set, init=False)
     _log: ClassVar[Logger] = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -205,6 +206,9 @@ class AddonHealthProber(Service):
 
     def _done(self, cluster: str) -> None:
         self._inflight.pop(cluster, None)
+        if cluster in self._retry and self.running:
+            self._retry.discard(cluster)
+            self.schedule(cluster, self.unhealthy_retry)
 
     async def probe(self, cluster: str) -> bool:
         """One probe and its writes; returns the verdict."""
@@ -242,7 +246,7 @@ class AddonHealthProber(Service):
             )
         await self._sync_addon(cluster, healthy, error, text)
         if not healthy and self.running:
-            self.schedule(cluster, self.unhealthy_retry)
+            self._retry.add(cluster)  # scheduled when this probe's slot is released
         return healthy
 
     async def hub_or_gateway_health(self, cluster: str) -> dict[str, Any]:
