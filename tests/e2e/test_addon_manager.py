@@ -480,3 +480,115 @@ async def test_health_prober_flips_cluster_health_and_addon_available(
     finally:
         await client.close()
         await gateway.stopService()
+
+
+def _http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_replicas_elect_one_leader_with_metrics_and_healthz(hub: Hub) -> None:
+    """Two ``--leader-elect`` replicas on one hub: exactly one holds the Lease and
+    installs; both serve /healthz and /metrics on their own ports (the leader gauge
+    says which leads); when the leader stops, the other takes over and keeps the
+    install healed."""
+    from twisted.internet.threads import deferToThread
+
+    await hub.kubectl("create", "namespace", MANAGER_NS)
+    timings = {
+        "leader_elect": True,
+        "lease_duration": 2.0,
+        "renew_deadline": 1.5,
+        "retry_period": 0.2,
+    }
+    replicas = [
+        build_service(_reactor(), _config(hub, identity=name, **timings)) for name in ("r1", "r2")
+    ]
+    for replica in replicas:
+        replica.startService()
+    stopped: list[AddonManagerService] = []
+    try:
+
+        def leaders() -> list[AddonManagerService]:
+            return [r for r in replicas if r.elector is not None and r.elector.leading]
+
+        await wait_until(lambda: len(leaders()) == 1, timeout=10)
+        (leader,) = leaders()
+        other = next(r for r in replicas if r is not leader)
+        lease = hub.get("lease", MANAGER_NS, "cluster-gateway-addon-manager")
+        assert lease is not None and lease["spec"]["holderIdentity"] == leader.elector.identity
+        assert leader.controller.running and not other.controller.running
+        await _apply_install(hub)
+        await wait_until(lambda: _installed(hub), timeout=30)
+        assert other.runner.passes == 0
+        for replica in replicas:
+            health = replica.listeners["health"]._port.getHost().port
+            metrics = replica.listeners["metrics"]._port.getHost().port
+            status, body = await deferToThread(_http_get, f"http://127.0.0.1:{health}/healthz")
+            assert (status, body) == (200, b"ok")
+            status, body = await deferToThread(_http_get, f"http://127.0.0.1:{metrics}/metrics")
+            assert status == 200
+            leading = 1.0 if replica is leader else 0.0
+            assert (
+                f'leader_election_master_status{{name="cluster-gateway-addon-manager"}} {leading}'
+                in body.decode()
+            )
+        await leader.stopService()
+        stopped.append(leader)
+        await wait_until(lambda: leaders() == [other], timeout=10)
+        await hub.kubectl("delete", "deployment", "gateway-deployment", "-n", INSTALL_NS)
+        await wait_until(lambda: _installed(hub), timeout=15)
+        assert other.runner.passes > 0
+    finally:
+        for replica in replicas:
+            if replica not in stopped:
+                await replica.stopService()
+            await replica.hub.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_console_script_process_installs(hub: Hub) -> None:
+    """``cluster-gateway-addon-manager`` as its own process (twistd underneath) installs
+    the samples against the hub and serves /healthz on its probe port."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from twisted.internet.threads import deferToThread
+
+    script = shutil.which("cluster-gateway-addon-manager", path=str(Path(sys.executable).parent))
+    assert script is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            script,
+            f"--kubeconfig={hub.kubeconfig}",
+            f"--namespace={MANAGER_NS}",
+            "--metrics-bind-address=0",
+            f"--health-probe-bind-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await _apply_install(hub)
+        await wait_until(lambda: _installed(hub), timeout=60, interval=0.2)
+        status, body = await deferToThread(_http_get, f"http://127.0.0.1:{port}/healthz")
+        assert (status, body) == (200, b"ok")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await deferToThread(process.communicate, timeout=30)
+    # twistd ends a SIGTERM by re-raising it after a clean shutdown
+    assert process.returncode in (0, -signal.SIGTERM), output.decode(errors="replace")[-2000:]
+    assert b"Server Shut Down." in output

@@ -254,6 +254,7 @@ def build_service(
             else hub
         )
     metrics = AddonMetrics.register(CollectorRegistry())
+    metrics.leader.labels(LEASE_NAME).set(0)
     installer = Installer(hub, config.namespace, config.signer_secret_name)
 
     async def install_pass() -> InstallOutcome:
