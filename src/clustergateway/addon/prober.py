@@ -34,10 +34,17 @@ from typing import Any, ClassVar, Protocol
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from clustergateway import errors
 from clustergateway.addon.names import ADDON_API_VERSION, ADDON_NAME, GATEWAY_GROUP
@@ -199,10 +206,20 @@ class AddonHealthProber(Service):
         self._scheduled.pop(cluster, None)
         d: Deferred[Any] = self._semaphore.run(lambda: Deferred.fromCoroutine(self.probe(cluster)))
         self._inflight[cluster] = d
-        d.addErrback(
-            lambda f: self._log.failure("Probing cluster {cluster} failed", f, cluster=cluster)
-        )
+        d.addErrback(self._probe_failed, cluster)
         d.addBoth(lambda _: self._done(cluster))
+
+    def _probe_failed(self, failure: Failure, cluster: str) -> None:
+        """A hub or gateway request of the probe failed: one line, and try again soon."""
+        if failure.check(errors.StatusError):
+            self._log.warn(
+                "Cannot probe cluster {cluster}: {error}",
+                cluster=cluster,
+                error=failure.value.message,  # type: ignore[union-attr]
+            )
+        elif not failure.check(CancelledError):
+            self._log.failure("Probing cluster {cluster} failed", failure, cluster=cluster)
+        self._retry.add(cluster)
 
     def _done(self, cluster: str) -> None:
         self._inflight.pop(cluster, None)
