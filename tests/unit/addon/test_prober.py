@@ -139,3 +139,26 @@ def test_unhealthy_is_written_once_and_retried_after_five_seconds(hub):
     assert mca["status"]["conditions"][0]["status"] == "True"
     clock.advance(60)
     assert gateway.pending == []  # healthy: no quick retry (the next round probes it)
+
+
+def test_failed_request_is_retried_after_five_seconds(hub):
+    """The gateway's health read failing (e.g. 503 while it restarts): no write, and the
+    cluster is probed again after the retry delay rather than at the next round."""
+    from clustergateway import errors
+
+    _addons(hub, "c1")
+    gateway, clock = FakeGateway(), Clock()
+    calls = []
+
+    async def unavailable(path: str, params: Any = None) -> dict[str, Any]:
+        calls.append(clock.seconds())
+        raise errors.ServiceUnavailable("gateway restarting")
+
+    gateway.get_json = unavailable  # type: ignore[method-assign]
+    prober = _prober(hub, gateway, clock)
+    prober.running = True
+    prober.schedule("c1", 0)
+    clock.advance(0)
+    assert calls == [0.0] and hub.writes() == [] and gateway.puts == []
+    clock.advance(5)
+    assert calls == [0.0, 5.0]
