@@ -29,6 +29,7 @@ COPY --from=build /opt/cluster-gateway /opt/cluster-gateway
 COPY image/entry.sh /usr/local/bin/cluster-gateway-entry
 RUN ln -s /usr/local/bin/cluster-gateway-entry /apiserver \
  && ln -s /usr/local/bin/cluster-gateway-entry /patch \
+ && ln -s /usr/local/bin/cluster-gateway-entry /addon-manager \
  && mkdir -m 0700 /var/lib/cluster-gateway && chown 65532:65532 /var/lib/cluster-gateway
 ENV PATH=/opt/cluster-gateway/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -291,6 +291,23 @@ def test_entry_paths_dispatch_as_the_go_image(image: str, tmp_path: Path) -> Non
         assert done.stdout.strip() == f"parent=tini args={wanted}"
 
 
+def test_addon_manager_entry_path_runs_the_addon_manager(image: str) -> None:
+    """``/addon-manager`` (the Go addon-manager image's entry path) runs
+    ``cluster-gateway-addon-manager`` from the read-only image: its usage lists Go's flags,
+    and without a namespace it stops with Go's one-line reason."""
+    run = [*PODMAN, "--rm", "--read-only", "--read-only-tmpfs=false"]
+    run += ["--entrypoint", "/addon-manager", image]
+    usage = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0, usage.stderr
+    for flag in ("--leader-elect", "--metrics-bind-address", "--signer-secret-name"):
+        assert flag in usage.stdout
+    refused = subprocess.run(
+        [*run, "--leader-elect=true"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert "specify NAMESPACE environment" in refused.stderr
+
+
 def test_apiserver_runs_the_real_console_script(image: str) -> None:
     """``/apiserver --help`` prints the gateway's own usage (the venv's console script runs
     from the read-only image), and ``sleep`` exists for a preStop hook."""
