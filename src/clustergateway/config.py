@@ -185,6 +185,23 @@ class GatewayConfig:
     cluster_health_probe_failure_threshold: int = 3
     #: Seconds one probe may take (dial, TLS, answer).
     cluster_health_probe_timeout: float = 5.0
+    #: Caps on proxied requests in flight (0: no cap), as kube-apiserver's flags:
+    #: ordinary reads and writes through the whole gateway, then per cluster.
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
+    max_requests_inflight_per_cluster: int = 200
+    max_long_running_requests_per_cluster: int = 5000
+    #: Per-cluster timeouts (Secret annotations override them).
+    cluster_connect_timeout: float = 10.0
+    cluster_response_header_timeout: float = 75.0
+    #: Consecutive dial/TLS/response-head failures that open a cluster's circuit (0: off).
+    circuit_breaker_failure_threshold: int = 5
+    circuit_breaker_cooldown: float = 1.0
+    circuit_breaker_max_cooldown: float = 30.0
+    #: On SIGTERM: keep serving (``/readyz`` failing) this long before closing the listener.
+    shutdown_delay_duration: float = 0.0
+    #: Then let exec/attach/port-forward sessions run at most this long.
+    shutdown_grace_period: float = 25.0
     #: The environment for egress proxies (``HTTPS_PROXY``, ``NO_PROXY``) and
     #: exec plugins (``PATH``, base environment); None: the process's, read
     #: once when the service is built (not a flag; tests pass their own).
@@ -341,6 +358,7 @@ class GatewayConfig:
             cluster_health_probe_timeout=_probe_timeout(
                 opts.get("cluster-health-probe-timeout", "5s")
             ),
+            **_isolation(opts),
         )
 
 
@@ -364,6 +382,49 @@ def _verbosity(value: Any) -> int:
     if level < 0:
         raise ConfigError("v", f"must be a log verbosity 0 or more, got {value!r}")
     return level
+
+
+def _isolation(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Caps, per-cluster timeouts, the circuit breaker and the shutdown flags."""
+    caps = {
+        "max-requests-inflight": "400",
+        "max-mutating-requests-inflight": "200",
+        "max-requests-inflight-per-cluster": "200",
+        "max-long-running-requests-per-cluster": "5000",
+        "circuit-breaker-failure-threshold": "5",
+    }
+    values: dict[str, Any] = {
+        flag.replace("-", "_"): _count(flag, opts.get(flag, default))
+        for flag, default in caps.items()
+    }
+    durations = {
+        "cluster-connect-timeout": "10s",
+        "cluster-response-header-timeout": "75s",
+        "circuit-breaker-cooldown": "1s",
+        "circuit-breaker-max-cooldown": "30s",
+    }
+    for flag, default in durations.items():
+        seconds = _duration(flag, opts.get(flag, default))
+        if seconds <= 0:
+            raise ConfigError(flag, "must be greater than 0")
+        values[flag.replace("-", "_")] = seconds
+    if values["circuit_breaker_max_cooldown"] < values["circuit_breaker_cooldown"]:
+        raise ConfigError(
+            "circuit-breaker-max-cooldown", "must not be below --circuit-breaker-cooldown"
+        )
+    for flag, default in (("shutdown-delay-duration", "0s"), ("shutdown-grace-period", "25s")):
+        values[flag.replace("-", "_")] = _duration(flag, opts.get(flag, default))
+    return values
+
+
+def _count(flag: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ConfigError(flag, f"must be a non-negative integer (0: no limit), got {value!r}")
+    return number
 
 
 def _port(flag: str, value: Any, *, allow_zero: bool) -> int:
@@ -563,6 +624,73 @@ class Options(usage.Options):
             "Consecutive failed probes that make a cluster unhealthy.",
         ],
         ["cluster-health-probe-timeout", None, "5s", "How long one health probe may take."],
+        [
+            "max-requests-inflight",
+            None,
+            "400",
+            "Non-mutating proxied requests in flight through the gateway, watches and "
+            "upgrades aside (0 = no limit).",
+        ],
+        [
+            "max-mutating-requests-inflight",
+            None,
+            "200",
+            "Mutating proxied requests in flight through the gateway (0 = no limit).",
+        ],
+        [
+            "max-requests-inflight-per-cluster",
+            None,
+            "200",
+            "Ordinary proxied requests in flight to one cluster (0 = no limit; "
+            "annotation cluster.core.oam.dev/max-requests-inflight).",
+        ],
+        [
+            "max-long-running-requests-per-cluster",
+            None,
+            "5000",
+            "Watches, followed logs and upgrades open to one cluster (0 = no limit; "
+            "annotation cluster.core.oam.dev/max-long-running-requests-inflight).",
+        ],
+        [
+            "cluster-connect-timeout",
+            None,
+            "10s",
+            "Connecting to a cluster (and its egress proxy) may take this long "
+            "(annotation cluster.core.oam.dev/connect-timeout).",
+        ],
+        [
+            "cluster-response-header-timeout",
+            None,
+            "75s",
+            "Wait this long for a cluster's response head, watches and upgrades aside "
+            "(annotation cluster.core.oam.dev/response-header-timeout).",
+        ],
+        [
+            "circuit-breaker-failure-threshold",
+            None,
+            "5",
+            "Consecutive dial/TLS/response-head failures that open a cluster's circuit "
+            "(0 = never).",
+        ],
+        ["circuit-breaker-cooldown", None, "1s", "How long a circuit first stays open."],
+        [
+            "circuit-breaker-max-cooldown",
+            None,
+            "30s",
+            "Cap of the open time, doubled after each failed trial.",
+        ],
+        [
+            "shutdown-delay-duration",
+            None,
+            "0s",
+            "On SIGTERM, keep serving this long with /readyz failing before closing the port.",
+        ],
+        [
+            "shutdown-grace-period",
+            None,
+            "25s",
+            "Then let exec/attach/port-forward sessions run this long before closing them.",
+        ],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
         [

@@ -29,6 +29,7 @@ __all__ = [
     "RequestEntityTooLarge",
     "ServiceUnavailable",
     "StatusError",
+    "TooManyRequests",
     "Unauthorized",
     "UnprocessableEntity",
     "render_status",
@@ -119,6 +120,13 @@ class UnprocessableEntity(StatusError):
     reason = "Invalid"
 
 
+class TooManyRequests(StatusError):
+    """A cap on requests in flight was met (details carry ``retryAfterSeconds``)."""
+
+    code = 429
+    reason = "TooManyRequests"
+
+
 class InternalError(StatusError):
     code = 500
     reason = "InternalError"
@@ -168,7 +176,8 @@ def retry_after(error: StatusError) -> bytes | None:
     """The ``Retry-After`` header value for ``error``, or None.
 
     Set when its details carry ``retryAfterSeconds``, as the apiserver does
-    for a Status with that field (e.g. a refused unhealthy cluster).
+    for a Status with that field (a refused unhealthy or unreachable cluster,
+    a request over a cap).
     """
     seconds = (error.details or {}).get("retryAfterSeconds")
     if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:

@@ -223,12 +223,16 @@ def build_proxy(
         reactor,
         registry,
         settings=ProxySettings(
+            response_header_timeout=config.cluster_response_header_timeout,
             pools=PoolSettings(
-                proxy_environment=egress, http2_long_running=not config.upstream_http1_only
-            )
+                connect_timeout=config.cluster_connect_timeout,
+                proxy_environment=egress,
+                http2_long_running=not config.upstream_http1_only,
+            ),
         ),
         credentials=credentials,
         identity_for=identity.identity_for,
+        admission=build_admission(reactor, config, registry, metrics),
     )
     proxy.metrics = metrics
     proxy.refuse_unhealthy = config.feature_gates.healthiness_check
@@ -237,6 +241,53 @@ def build_proxy(
         if metrics is not None:
             auth.guard.authorizer.on_target_review = metrics.access_review
     return proxy
+
+
+def build_admission(
+    reactor: Any, config: GatewayConfig, registry: SecretRegistry, metrics: GatewayMetrics | None
+) -> Any:
+    """Caps and circuits (``proxy.admission``); an open circuit shows in the
+    registry's health and in metrics, and is logged."""
+    from clustergateway.proxy.admission import AdmissionSettings, ClusterAdmission
+    from clustergateway.proxy.circuit import CircuitBreakers, CircuitSettings
+
+    def circuit_changed(cluster: str, cause: str | None) -> None:
+        if cause is None:
+            _log.info("Cluster {cluster}: circuit closed, it answers again", cluster=cluster)
+        else:
+            _log.warn(
+                "Cluster {cluster}: circuit open, requests refused without dialing: {cause}",
+                cluster=cluster,
+                cause=cause,
+            )
+        registry.set_circuit(cluster, cause)
+        if metrics is not None:
+            metrics.cluster(cluster).circuit(cause is not None)
+
+    breakers = CircuitBreakers(
+        CircuitSettings(
+            config.circuit_breaker_failure_threshold,
+            config.circuit_breaker_cooldown,
+            config.circuit_breaker_max_cooldown,
+        ),
+        circuit_changed,
+    )
+    settings = AdmissionSettings(
+        max_requests_inflight=config.max_requests_inflight,
+        max_mutating_requests_inflight=config.max_mutating_requests_inflight,
+        cluster_max_requests_inflight=config.max_requests_inflight_per_cluster,
+        cluster_max_long_running_requests=config.max_long_running_requests_per_cluster,
+        connect_timeout=config.cluster_connect_timeout,
+        response_header_timeout=config.cluster_response_header_timeout,
+    )
+    rejected = None
+    if metrics is not None:
+        recorded = metrics
+
+        def rejected(cluster: str, reason: str) -> None:
+            recorded.cluster(cluster).rejected(reason)
+
+    return ClusterAdmission(settings, breakers, reactor.seconds, rejected)
 
 
 @attrs.frozen

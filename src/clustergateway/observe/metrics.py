@@ -100,6 +100,7 @@ _CHILD_MAKERS: dict[str, Callable[[_Families, str], Any]] = {
             "open_connections",
             "exec_runs",
             "exec_failures",
+            "circuit_open",
         )
     },
     "connections_reused": lambda families, label: families.connections.labels(label, "true"),
@@ -127,6 +128,8 @@ class _Families:
     exec_runs: Counter
     exec_failures: Counter
     health_probe: Histogram
+    rejected: Counter
+    circuit_open: Gauge
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> _Families:
@@ -233,6 +236,20 @@ class _Families:
                 "Active health probes of a cluster (GET /healthz, then /livez) by result",
                 ("cluster", "result"),
                 buckets=UPSTREAM_BUCKETS,
+                **proxy,
+            ),
+            rejected=Counter(
+                "rejected_requests",
+                "Proxied requests refused before dialing, by cluster and reason (a cap "
+                "met, or the cluster's circuit open)",
+                ("cluster", "reason"),
+                **proxy,
+            ),
+            circuit_open=Gauge(
+                "cluster_circuit_open",
+                "1 while the gateway's circuit to a cluster is open (requests refused "
+                "without dialing)",
+                by_cluster,
                 **proxy,
             ),
         )
@@ -437,6 +454,14 @@ class ClusterMetrics:
         """An active health probe ended (``ok``: the cluster answered 200)."""
         result = "success" if ok else "failure"
         self._families.health_probe.labels(self.label, result).observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        """A request was refused before dialing (``reason``: ``admission.REJECT_REASONS``)."""
+        self._families.rejected.labels(self.label, reason).inc()
+
+    def circuit(self, is_open: bool) -> None:
+        """The cluster's circuit opened or closed."""
+        self._child("circuit_open").set(1 if is_open else 0)
 
 
 #: Why a cluster's server certificate is not verified: ``skip_verify`` (the

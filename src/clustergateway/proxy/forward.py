@@ -36,6 +36,9 @@ __all__ = [
     "StreamingForward",
     "break_response",
     "finish_with_status",
+    "head_timeout_cause",
+    "report_failure",
+    "upstream_cause",
     "upstream_error",
 ]
 
@@ -78,16 +81,41 @@ def _reasons(failure: Failure) -> str:
     return describe_failure(value)
 
 
+def upstream_cause(failure: Failure) -> str:
+    """Why a request failed before its response head (no cluster name, no credential)."""
+    if isinstance(failure.value, DialError):
+        return str(failure.value)
+    return f"the request to the cluster failed: {_reasons(failure)}"
+
+
 def upstream_error(cluster: str, failure: Failure) -> StatusError:
     """The ``Status`` for a request to ``cluster`` that failed before its response head."""
+    message = f"cluster {cluster}: {upstream_cause(failure)}"
     if isinstance(failure.value, DialTimeout):
-        return GatewayTimeout(f"cluster {cluster}: {failure.value}", {"name": cluster})
-    if isinstance(failure.value, DialError):
-        return BadGateway(f"cluster {cluster}: {failure.value}", {"name": cluster})
-    return BadGateway(
-        f"cluster {cluster}: the request to the cluster failed: {_reasons(failure)}",
-        {"name": cluster},
-    )
+        return GatewayTimeout(message, {"name": cluster})
+    return BadGateway(message, {"name": cluster})
+
+
+def head_timeout_cause(timeout: float | None) -> str:
+    """The cause of a response head that did not come in time."""
+    return f"no response from the cluster within {timeout:g}s"
+
+
+def report_failure(ticket: Any, failure: Failure) -> None:
+    """Tell ``ticket`` (an ``admission.Ticket`` or None) how the cluster failed.
+
+    A request cancelled because its caller left says nothing about the cluster.
+    """
+    if ticket is None:
+        return
+    value = failure.value
+    if isinstance(value, CancelledError) or (
+        isinstance(value, ResponseFailed)
+        and value.reasons
+        and all(r.check(CancelledError) for r in value.reasons)
+    ):
+        return
+    ticket.unreachable(upstream_cause(failure))
 
 
 @attrs.define(slots=True, eq=False)
@@ -112,6 +140,7 @@ class StreamingForward:
     _gone: bool = False
     _head: bool = False
     _producing: bool = False
+    _ticket: Any = None  # the request's admission.Ticket, told how the cluster answered
 
     _log = Logger()
 
@@ -121,6 +150,7 @@ class StreamingForward:
         request = self.request
         request.defaultContentType = None
         request.notifyFinish().addErrback(self._client_gone)
+        self._ticket = out.ticket
         if header_timeout is not None:
             self._timeout = header_timeout
             self._timer = self.reactor.callLater(header_timeout, self._time_out)
@@ -131,10 +161,10 @@ class StreamingForward:
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.cancel()
-        error = GatewayTimeout(
-            f"cluster {self.cluster}: no response from the cluster within {self._timeout:g}s",
-            {"name": self.cluster},
-        )
+        cause = head_timeout_cause(self._timeout)
+        if self._ticket is not None:
+            self._ticket.unreachable(cause)
+        error = GatewayTimeout(f"cluster {self.cluster}: {cause}", {"name": self.cluster})
         finish_with_status(self.request, error)
 
     def _stop_timer(self) -> None:
@@ -156,6 +186,8 @@ class StreamingForward:
     def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
         self._head = True
+        if self._ticket is not None:
+            self._ticket.answered()
         request = self.request
         code = head.code
         request.setResponseCode(code, head.phrase or None)
@@ -200,6 +232,7 @@ class StreamingForward:
         if self._gone:
             return
         if not head_received:
+            report_failure(self._ticket, reason)
             error = upstream_error(self.cluster, reason)
             self._log.debug(
                 "Proxy request to cluster {cluster} failed: {error}",

@@ -21,6 +21,7 @@ pool) or the proxy of the gateway's environment (fixed at startup).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -79,6 +80,8 @@ class ClusterUpstream:
     pool: H1Pool
     #: Long-running requests' HTTP/2 streams; None for ``http://`` clusters or when off.
     streams: H2Streams | None = None
+    #: The connect timeout its connections were built with (seconds).
+    connect_timeout: float | None = None
 
     def send(self, sink: ResponseSink, out: Any) -> Any:
         """Send ``out`` (a ``resource.Outbound``) and relay its answer to ``sink``.
@@ -132,6 +135,10 @@ class ClusterPools:
     settings: PoolSettings = attrs.field(factory=PoolSettings)
     dialer: StreamDialer | None = None
     metrics: GatewayMetrics | None = None
+    #: The connect timeout of a cluster (its annotation or the flag); None: the settings'.
+    connect_timeout_for: Callable[[ClusterGateway], float] | None = None
+    #: ``on_retire(cluster)``: the cluster is now reached another way, or gone.
+    on_retire: Callable[[str], None] | None = None
     _by_name: dict[str, ClusterUpstream] = attrs.field(factory=dict, init=False)
     _egress: EgressRouter = attrs.field(init=False)
     #: Clusters whose unverified TLS was logged, with the reason logged.
@@ -153,7 +160,7 @@ class ClusterPools:
             if current.cluster is cluster and current.key[1] == credential.tls_identity():
                 return current
             key = _key(cluster, credential)
-            if current.key == key:
+            if current.key == key and current.connect_timeout == self._connect_timeout(cluster):
                 current.cluster = cluster
                 return current
             self._retire(cluster.name, "changed")
@@ -180,7 +187,7 @@ class ClusterPools:
             stream,
             target.address,
             creator,
-            self.settings.connect_timeout,
+            self._connect_timeout(cluster),
             self.settings.tls_handshake_timeout,
         )
         metrics = None if self.metrics is None else self.metrics.cluster(cluster.name)
@@ -199,7 +206,13 @@ class ClusterPools:
             streams = H2Streams(
                 self.reactor, h2_endpoint, idle_timeout=self.settings.idle_timeout, metrics=metrics
             )
-        return ClusterUpstream(cluster, key, target, endpoint, pool, streams)
+        return ClusterUpstream(
+            cluster, key, target, endpoint, pool, streams, endpoint.connect_timeout
+        )
+
+    def _connect_timeout(self, cluster: ClusterGateway) -> float:
+        choose = self.connect_timeout_for
+        return self.settings.connect_timeout if choose is None else choose(cluster)
 
     def _log_insecure(self, cluster: ClusterGateway) -> None:
         """Warn once per cluster (and reason) that its server certificate is not verified."""
@@ -228,6 +241,8 @@ class ClusterPools:
                 "Retiring connections to cluster {cluster} ({why})", cluster=name, why=why
             )
             upstream.retire()
+            if self.on_retire is not None:
+                self.on_retire(name)
 
     def on_registry_event(self, event: RegistryEvent, entry: RegistryEntry, _rv: int) -> None:
         """Registry listener: drop a cluster's connections when its Secret changes or goes.

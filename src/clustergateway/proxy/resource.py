@@ -38,6 +38,7 @@ from clustergateway.errors import (
 )
 from clustergateway.observe.labels import request_labels
 from clustergateway.observe.metrics import GatewayMetrics
+from clustergateway.proxy.admission import ClusterAdmission, Ticket
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
 from clustergateway.proxy.forward import StreamingForward, finish_with_status, upstream_error
@@ -117,6 +118,8 @@ class Outbound:
     body: bytes | None
     upgrade: bool
     timeout: float | None
+    #: The request's place under the caps and its circuit verdict (None: not admitted).
+    ticket: Ticket | None = None
 
     def request_bytes(self) -> bytes:
         """The serialized HTTP/1.1 request (head and body) for the pooled client."""
@@ -144,6 +147,22 @@ def _content(request: Any) -> bytes | None:
 
 
 _HEALTH_PATHS = (b"/healthz", b"/livez", b"/readyz")
+#: Methods counted against ``--max-mutating-requests-inflight``.
+_MUTATING = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
+
+
+def _release_at_end(request: Any, ticket: Ticket) -> None:
+    """Release ``ticket`` when ``request`` ends: finished, cut, or its caller gone.
+
+    The lean requests (``server.leanproxy``) call what ``release_at_end`` was
+    given at their end; twisted.web's fire ``notifyFinish`` (for an upgrade,
+    when the spliced connection closes).
+    """
+    hook = getattr(request, "release_at_end", None)
+    if hook is not None:
+        hook(ticket.release)
+    else:
+        request.notifyFinish().addBoth(lambda _: ticket.release())
 
 
 def is_health_path(subpath: bytes) -> bool:
@@ -230,6 +249,8 @@ class ClusterProxy:
     #: reports the reason after ~10 s instead of hanging for minutes, and a
     #: refusal costs no dial, so the retries are cheap.
     retry_after: int = 1
+    #: Caps and circuits (``proxy.admission``); None admits everything.
+    admission: ClusterAdmission | None = None
 
     _log = Logger()
 
@@ -250,12 +271,21 @@ class ClusterProxy:
         credentials: CredentialProvider | None = None,
         identity_for: IdentityHook | None = None,
         dialer: StreamDialer | None = None,
+        admission: ClusterAdmission | None = None,
     ) -> ClusterProxy:
-        """A proxy over ``registry`` whose pools follow the registry's changes."""
+        """A proxy over ``registry`` whose pools follow the registry's changes.
+
+        With ``admission``, requests are capped and circuits kept per cluster,
+        and each cluster's connect timeout is its own (annotation or flag).
+        """
         settings = settings or ProxySettings()
         pools = ClusterPools(reactor, settings.pools, dialer)
+        if admission is not None:
+            limits = admission.limits
+            pools.connect_timeout_for = lambda cluster: limits(cluster).connect_timeout
+            pools.on_retire = admission.forget
         unsubscribe = registry.subscribe(pools.on_registry_event)
-        return cls(
+        proxy = cls(
             reactor,
             registry,
             pools,
@@ -264,6 +294,8 @@ class ClusterProxy:
             settings,
             unsubscribe,
         )
+        proxy.admission = admission
+        return proxy
 
     def close(self) -> Any:
         """Stop following the registry and close idle upstream connections."""
@@ -368,18 +400,35 @@ class ClusterProxy:
             self._targets[key] = target
         return target
 
-    def admit(self, cluster: ClusterGateway, subpath: bytes) -> None:
-        """Raise a 503 ``Status`` with ``Retry-After`` if ``cluster`` must not be dialed.
+    def admit(
+        self, cluster: ClusterGateway, subpath: bytes, long_running: bool, mutating: bool
+    ) -> Ticket | None:
+        """Admit one request to ``cluster``, or raise the ``Status`` that refuses it.
 
         The one admission check of both request paths (twisted.web's and the
         lean one both build their request with :meth:`outbound`).  With
-        ``HealthinessCheck`` an unhealthy cluster is refused before any
-        connection is made, except for its own ``/healthz``, ``/livez`` and
-        ``/readyz``: an external prober (Go's addon-manager probes through
-        the proxy, then PUTs ``health``) must still see it recover.
+        ``HealthinessCheck`` an unhealthy cluster is refused (503 with
+        ``Retry-After``) before any connection is made, except for its own
+        ``/healthz``, ``/livez`` and ``/readyz``: an external prober (Go's
+        addon-manager probes through the proxy, then PUTs ``health``) must
+        still see it recover.  A cluster unhealthy only because its circuit is
+        open is left to the circuit.  Then the caps and the circuit
+        (``proxy.admission``): the ticket returned must be released when the
+        request ends.
         """
-        if cluster.healthy or not self.refuse_unhealthy or is_health_path(subpath):
-            return
+        if not (
+            cluster.healthy
+            or cluster.circuit_open
+            or not self.refuse_unhealthy
+            or is_health_path(subpath)
+        ):
+            self._refuse_unhealthy(cluster)
+        admission = self.admission
+        if admission is None:
+            return None
+        return admission.admit(cluster, long_running, mutating)
+
+    def _refuse_unhealthy(self, cluster: ClusterGateway) -> None:
         reason = cluster.healthy_reason or "no reason given"
         raise ServiceUnavailable(
             f"cluster {cluster.name} is unhealthy: {reason}",
@@ -414,27 +463,39 @@ class ClusterProxy:
                 subpath.decode("utf-8", "replace"),
                 query.decode("utf-8", "replace"),
             )
-        self.admit(cluster, subpath)
-        credential = await self.credentials.credential_for(cluster)
-        impersonation = self.identity_for(cluster, user, request)
-        try:
-            upstream = self.pools.upstream_for(cluster, credential)
-        except ValueError as e:  # UnsupportedEndpoint, TLSConfigError
-            raise ServiceUnavailable(
-                f"cluster {cluster.name}: {e}", {"name": cluster.name, "kind": "clustergateways"}
-            ) from None
-        if getattr(request, "_disconnected", False):
-            return None
-        target = upstream.target
         shape = self._target(method, subpath, query)
         query_out, long_running = shape.query, shape.long_running
-        path = join_path(target.base_path, subpath)
-        if query_out:
-            path += b"?" + query_out
         in_headers = request.requestHeaders
         upgrade = is_upgrade_request(
             in_headers.getRawHeaders(b"connection"), in_headers.getRawHeaders(b"upgrade")
         )
+        ticket = self.admit(
+            cluster, subpath, long_running or upgrade, method in _MUTATING and not upgrade
+        )
+        try:
+            credential = await self.credentials.credential_for(cluster)
+            impersonation = self.identity_for(cluster, user, request)
+            try:
+                upstream = self.pools.upstream_for(cluster, credential)
+            except ValueError as e:  # UnsupportedEndpoint, TLSConfigError
+                raise ServiceUnavailable(
+                    f"cluster {cluster.name}: {e}",
+                    {"name": cluster.name, "kind": "clustergateways"},
+                ) from None
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        if getattr(request, "_disconnected", False):
+            if ticket is not None:
+                ticket.release()
+            return None
+        if ticket is not None:
+            _release_at_end(request, ticket)
+        target = upstream.target
+        path = join_path(target.base_path, subpath)
+        if query_out:
+            path += b"?" + query_out
         headers = request_headers(
             in_headers.getAllRawHeaders(),
             client_address=_client_address(request),
@@ -445,8 +506,15 @@ class ClusterProxy:
             headers.append((b"Authorization", [credential.authorization]))
         if impersonation is not None:
             headers.extend((name, [value]) for name, value in impersonation.headers())
-        timeout = None if long_running else self.settings.response_header_timeout
-        return Outbound(upstream, method, path, headers, _content(request), upgrade, timeout)
+        if long_running:
+            timeout = None
+        elif ticket is not None:
+            timeout = ticket.limits.response_header_timeout
+        else:
+            timeout = self.settings.response_header_timeout
+        return Outbound(
+            upstream, method, path, headers, _content(request), upgrade, timeout, ticket
+        )
 
     async def probe(self, cluster: ClusterGateway, path: bytes, timeout: float) -> ProbeAnswer:
         """``GET path`` on ``cluster`` as the gateway itself: the Secret's credential,
@@ -496,6 +564,7 @@ class ClusterProxy:
                 head += body
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
             splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
+            splice.ticket = out.ticket
             splice.start(out.upstream.endpoint, head)
             return
         StreamingForward(request, self.reactor, cluster.name).start(out)

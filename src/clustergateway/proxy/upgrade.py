@@ -44,7 +44,7 @@ from twisted.web.http import _ChunkedTransferDecoder
 
 from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
 from clustergateway.observe.metrics import ClusterMetrics
-from clustergateway.proxy.forward import finish_with_status, upstream_error
+from clustergateway.proxy.forward import finish_with_status, report_failure, upstream_error
 from clustergateway.proxy.h1client import NO_BODY_CODES
 from clustergateway.takeover import can_take_over, take_over
 
@@ -180,6 +180,8 @@ class UpgradeSplice:
     _session_open: bool = False
     _to_cluster: int = 0
     _from_cluster: int = 0
+    #: The request's ``admission.Ticket`` (told how the cluster answered), or None.
+    ticket: Any = None
 
     _log = Logger()
 
@@ -215,6 +217,7 @@ class UpgradeSplice:
             return  # cancelled because the client left, or the watchdog fired
         self._close_timers()
         self.state = "closed"
+        report_failure(self.ticket, failure)
         finish_with_status(self.request, upstream_error(self.cluster, failure))
 
     def _client_gone_early(self, _reason: Failure) -> None:
@@ -268,6 +271,8 @@ class UpgradeSplice:
         if code is None:
             self._fail_head("the cluster sent an invalid response")
             return
+        if self.ticket is not None:
+            self.ticket.answered()
         # The head is relayed raw, past Request.setResponseCode: record the code for logs/audit.
         self.request.code = code
         if code == 101:

@@ -83,6 +83,10 @@ class ClusterGateway:
     #: The per-cluster ClientIdentityExchanger configuration (parsed
     #: annotation), when the ``ClientIdentityPenetration`` gate is on.
     proxy_config: Mapping[str, Any] | None = attrs.field(default=None, hash=False, repr=False)
+    #: Unhealthy only because the gateway's circuit to it is open (``proxy.circuit``):
+    #: the health refusal leaves such a cluster to the circuit, whose trial
+    #: request is how it is seen to come back.
+    circuit_open: bool = attrs.field(default=False, hash=False)
 
     def access_key(self) -> tuple[str, EndpointSpec, CredentialSpec | None]:
         """What decides how the cluster is reached: the key of its connection pool."""

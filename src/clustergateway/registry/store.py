@@ -55,7 +55,7 @@ from clustergateway.registry.virtualcluster import (
     list_virtual_clusters,
 )
 
-__all__ = ["ManagedClusterListener", "SecretRegistry"]
+__all__ = ["ManagedClusterListener", "SecretRegistry", "combine_circuit"]
 
 #: ``listener(event_type, managed_cluster, resource_version)``.
 ManagedClusterListener = Callable[[RegistryEvent, Mapping[str, Any], int], None]
@@ -97,6 +97,19 @@ def _is_stale(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> bool:
     return have is not None and got is not None and got < have
 
 
+def combine_circuit(gateway: ClusterGateway, cause: str | None) -> ClusterGateway:
+    """``gateway`` with an open circuit (``cause``) as a health source.
+
+    It only adds: a cluster another source already calls unhealthy keeps that
+    reason (the same precedence as :func:`combine_health`).
+    """
+    if cause is None or not gateway.healthy:
+        return gateway
+    return attrs.evolve(
+        gateway, healthy=False, healthy_reason=f"CircuitOpen: {cause}", circuit_open=True
+    )
+
+
 @attrs.define
 class SecretRegistry:
     """The clusters known from Secrets (and OCM ManagedClusters).
@@ -133,6 +146,8 @@ class SecretRegistry:
     _reported: dict[tuple[str, str], object] = attrs.field(factory=dict, init=False, repr=False)
     #: Health recorded in memory in place of the Secret's annotations.
     _recorded: dict[str, tuple[bool, str]] = attrs.field(factory=dict, init=False, repr=False)
+    #: Clusters whose circuit is open in this process, with the cause.
+    _circuits: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
 
     _log: ClassVar[Logger] = Logger()
 
@@ -337,6 +352,23 @@ class SecretRegistry:
         self._recorded[name] = (healthy, reason)
         self._refresh(name)
 
+    def set_circuit(self, name: str, cause: str | None) -> None:
+        """The gateway's circuit to ``name`` opened (``cause``) or closed (None).
+
+        A third health source, kept in this process only (never written to
+        the Secret): while open, a cluster no other source calls unhealthy
+        shows ``healthy: false`` with ``CircuitOpen: <cause>``; a change emits
+        MODIFIED like any other health change.
+        """
+        if cause is None:
+            if self._circuits.pop(name, None) is None:
+                return
+        else:
+            if self._circuits.get(name) == cause:
+                return
+            self._circuits[name] = cause
+        self._refresh(name)
+
     def with_recorded_health(self, name: str, healthy: bool, reason: str) -> ClusterGateway:
         """The cluster as it shows once ``healthy``/``reason`` are recorded for it.
 
@@ -345,7 +377,8 @@ class SecretRegistry:
         """
         gateway = self.get(name)
         health, _problem = self._ocm_health(name)
-        return combine_health(attrs.evolve(gateway, healthy=healthy, healthy_reason=reason), health)
+        gateway = attrs.evolve(gateway, healthy=healthy, healthy_reason=reason, circuit_open=False)
+        return combine_circuit(combine_health(gateway, health), self._circuits.get(name))
 
     # -- internals --------------------------------------------------------------------
 
@@ -378,6 +411,7 @@ class SecretRegistry:
         old = self._entries.pop(name, None)
         self._reported.pop(("conversion", name), None)
         self._recorded.pop(name, None)
+        self._circuits.pop(name, None)
         if old is None:
             return
         self._version += 1
@@ -469,7 +503,9 @@ class SecretRegistry:
         health, problem = self._ocm_health(name)
         if problem is not None:
             self._report_managed(name, self._managed[name], problem)
-        gateway = combine_health(conversion.gateway, health)
+        gateway = combine_circuit(
+            combine_health(conversion.gateway, health), self._circuits.get(name)
+        )
         return RegistryEntry(name, secret, gateway=gateway, resource_version=version)
 
     def _report(

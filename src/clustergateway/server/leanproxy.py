@@ -50,7 +50,7 @@ from clustergateway import errors
 from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.eager import Pending, run_eagerly
-from clustergateway.proxy.forward import upstream_error
+from clustergateway.proxy.forward import head_timeout_cause, report_failure, upstream_error
 from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 from clustergateway.proxy.resource import ClusterProxy
@@ -277,6 +277,8 @@ class LeanRequest:
         "_pending",
         "_producing",
         "_query",
+        "_release",
+        "_ticket",
         "_timeout",
         "_timer",
         "cg_caller",
@@ -332,6 +334,8 @@ class LeanRequest:
         self._chunked = False
         self._no_body = method == b"HEAD"
         self._ended: Callable[[int, int], None] | None = None
+        self._release: Callable[[], None] | None = None
+        self._ticket: Any = None
         self.cluster = ""
 
     # -- the parts of twisted.web's Request that others read ---------------------------
@@ -350,6 +354,10 @@ class LeanRequest:
 
     def getClientAddress(self) -> Any:  # noqa: N802 - twisted.web's name
         return self.channel.transport.getPeer()
+
+    def release_at_end(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once when this request ends (``ClusterProxy.outbound``)."""
+        self._release = release
 
     # -- serving ----------------------------------------------------------------------
 
@@ -387,6 +395,7 @@ class LeanRequest:
             return
         if out is None or self._disconnected:
             return
+        self._ticket = out.ticket
         self._timeout = timeout = out.timeout
         if timeout is not None:
             self._timer = lean.deadlines.add(self, timeout)
@@ -410,11 +419,11 @@ class LeanRequest:
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.cancel()
+        cause = head_timeout_cause(self._timeout)
+        if self._ticket is not None:
+            self._ticket.unreachable(cause)
         self._respond_status(
-            errors.GatewayTimeout(
-                f"cluster {self.cluster}: no response from the cluster within {self._timeout:g}s",
-                {"name": self.cluster},
-            )
+            errors.GatewayTimeout(f"cluster {self.cluster}: {cause}", {"name": self.cluster})
         )
 
     def _stop_timer(self) -> None:
@@ -455,6 +464,8 @@ class LeanRequest:
 
     def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
+        if self._ticket is not None:
+            self._ticket.answered()
         self.code = code = head.code
         lines = [
             b"HTTP/1.1 %d %s\r\n" % (code, head.phrase or RESPONSES.get(code, b"Unknown Status"))
@@ -508,6 +519,7 @@ class LeanRequest:
         if self._disconnected:
             return
         if not head_received:
+            report_failure(self._ticket, reason)
             self._respond_status(upstream_error(self.cluster, reason))
             return
         self._break()
@@ -522,6 +534,9 @@ class LeanRequest:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self.code, self.sentLength)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
         self._done()
 
     def _done(self) -> None:
@@ -545,6 +560,9 @@ class LeanRequest:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self.code, self.sentLength)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class LeanH2Request(LeanRequest):
@@ -578,6 +596,8 @@ class LeanH2Request(LeanRequest):
 
     def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
+        if self._ticket is not None:
+            self._ticket.answered()
         self.code = code = head.code
         headers = response_header_pairs(head.headers)
         length = head.length

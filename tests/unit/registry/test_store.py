@@ -239,3 +239,32 @@ def test_managed_clusters_and_virtual_clusters(registry: SecretRegistry) -> None
     registry.apply_managed_cluster("DELETED", mc)
     assert mc_events[-1] == ("DELETED", "m1", 3)
     assert registry.managed_clusters() == []
+
+
+def test_open_circuit_is_a_health_source(registry: SecretRegistry, events: list) -> None:
+    """An open circuit makes a healthy cluster unhealthy with ``CircuitOpen: <cause>``
+    (MODIFIED for watchers), never hides another source's reason, and closing it restores
+    the cluster; it is never taken for recorded health."""
+    registry.replace_all([secret("c1")])
+    assert registry.get("c1").healthy
+    registry.set_circuit("c1", "dial tcp: connection refused")
+    gateway = registry.get("c1")
+    assert (gateway.healthy, gateway.healthy_reason, gateway.circuit_open) == (
+        False,
+        "CircuitOpen: dial tcp: connection refused",
+        True,
+    )
+    assert events[-1][:2] == ("MODIFIED", "c1")
+    count = len(events)
+    registry.set_circuit("c1", "dial tcp: connection refused")
+    assert len(events) == count  # no change, no event
+    assert registry.recorded_health("c1") == (True, "")
+    registry.record_health("c1", False, "ProbeFailed")
+    gateway = registry.get("c1")
+    assert (gateway.healthy_reason, gateway.circuit_open) == ("ProbeFailed", False)
+    registry.record_health("c1", True, "")
+    registry.set_circuit("c1", None)
+    gateway = registry.get("c1")
+    assert (gateway.healthy, gateway.healthy_reason, gateway.circuit_open) == (True, "", False)
+    registry.set_circuit("c1", "refused")
+    assert registry.with_recorded_health("c1", True, "").healthy_reason == "CircuitOpen: refused"
