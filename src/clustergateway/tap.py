@@ -86,6 +86,8 @@ class GatewayService(MultiService):
     metrics: GatewayMetrics | None = None
     #: The active health prober (``--cluster-health-probe-interval``), if on.
     prober: Any = None
+    #: The ``proxy`` subresource (``ClusterProxy``), if built.
+    proxy: Any = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -486,6 +488,7 @@ def build_service(
         metrics,
     )
     service.prober = prober
+    service.proxy = renderer
     for feed_service in feeds:
         feed_service.setServiceParent(service)
     cert_path, key_path = _serving_paths(config)

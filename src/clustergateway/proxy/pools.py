@@ -188,7 +188,7 @@ class ClusterPools:
             target.address,
             creator,
             self._connect_timeout(cluster),
-            self.settings.tls_handshake_timeout,
+            self._handshake_timeout(cluster),
         )
         metrics = None if self.metrics is None else self.metrics.cluster(cluster.name)
         pool = H1Pool(
@@ -209,6 +209,13 @@ class ClusterPools:
         return ClusterUpstream(
             cluster, key, target, endpoint, pool, streams, endpoint.connect_timeout
         )
+
+    def _handshake_timeout(self, cluster: ClusterGateway) -> float:
+        """A cluster's own connect timeout bounds its TLS handshake too (a black
+        hole that accepts TCP never answers the handshake)."""
+        if self.connect_timeout_for is None:
+            return self.settings.tls_handshake_timeout
+        return self.connect_timeout_for(cluster)
 
     def _connect_timeout(self, cluster: ClusterGateway) -> float:
         choose = self.connect_timeout_for

@@ -83,9 +83,19 @@ def _pod_log_lines(namespace: str, pod: str, container: str) -> list[str]:
 
 
 class _DarkConnection(Protocol):
+    def __init__(self, held: set[_DarkConnection] | None) -> None:
+        self.held = held
+
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         assert self.transport is not None
-        self.transport.loseConnection()
+        if self.held is None:
+            self.transport.loseConnection()
+        else:
+            self.held.add(self)  # a black hole: the TLS handshake is never answered
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
+        if self.held is not None:
+            self.held.discard(self)
 
 
 class _DarkFactory(Factory):
@@ -93,12 +103,13 @@ class _DarkFactory(Factory):
 
     protocol = _DarkConnection
 
-    def __init__(self, cluster: SimulatedCluster) -> None:
+    def __init__(self, cluster: SimulatedCluster, held: set[_DarkConnection] | None) -> None:
         self.cluster = cluster
+        self.held = held
 
     def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802 - Twisted's name
         self.cluster.dark_accepts += 1
-        return _DarkConnection()
+        return _DarkConnection(self.held)
 
 
 @attrs.define(eq=False)
@@ -141,6 +152,7 @@ class SimulatedCluster:
     dark_accepts: int = attrs.field(default=0, init=False)
     _listening: IListeningPort | None = attrs.field(default=None, init=False)
     _dark: IListeningPort | None = attrs.field(default=None, init=False)
+    _held: set[_DarkConnection] = attrs.field(factory=set, init=False)
     _site: SimSite | None = attrs.field(default=None, init=False)
     _streams: Any = attrs.field(default=None, init=False)
     _stall_waiters: list[Deferred[None]] = attrs.field(factory=list, init=False)
@@ -379,13 +391,18 @@ class SimulatedCluster:
                 await stopped
         await self._stop_dark()
 
-    async def go_dark(self) -> None:
+    async def go_dark(self, black_hole: bool = False) -> None:
         """Stop serving but keep the port: every TCP connection is accepted, counted in
         ``dark_accepts`` and closed at once, as on a host whose apiserver died.  Tests
-        see each dial a client makes (a stopped port would only refuse them)."""
+        see each dial a client makes (a stopped port would only refuse them).
+
+        ``black_hole``: the connections are held open and never answered (the TLS
+        handshake never completes), as behind a firewall that drops packets; a
+        client waits for its own timeout.  :meth:`come_back` closes them."""
         port = self.port
         await self.stop()
-        self._dark = self.reactor.listenTCP(port, _DarkFactory(self), interface=self.interface)
+        factory = _DarkFactory(self, self._held if black_hole else None)
+        self._dark = self.reactor.listenTCP(port, factory, interface=self.interface)
 
     async def come_back(self) -> None:
         """Serve again on the same port after :meth:`go_dark`."""
@@ -393,6 +410,10 @@ class SimulatedCluster:
         await self.start(port=self.port)
 
     async def _stop_dark(self) -> None:
+        for held in list(self._held):
+            if held.transport is not None:
+                held.transport.abortConnection()  # type: ignore[attr-defined]
+        self._held.clear()
         dark, self._dark = self._dark, None
         if dark is not None:
             stopped = dark.stopListening()
