@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import attrs
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -51,6 +51,7 @@ from clustergateway.server.probes import Check
 from clustergateway.server.reactor import LeanEPollReactor
 from clustergateway.server.reactor import install as install_reactor
 from clustergateway.server.resources import HealthWriter
+from clustergateway.server.shutdown import GracefulShutdown
 from clustergateway.server.site import GatewaySite
 from clustergateway.server.tree import ClusterProxyRenderer, GatewayRoot, build_root
 from clustergateway.server.watch import ChangeLog
@@ -88,13 +89,24 @@ class GatewayService(MultiService):
     prober: Any = None
     #: The ``proxy`` subresource (``ClusterProxy``), if built.
     proxy: Any = None
+    #: Drains the serving side first (``server.shutdown``); None stops at once.
+    shutdown: GracefulShutdown | None = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted's name
-        """Stop listening and the sources, then close what they used (pools, hub client)."""
-        stopped = maybeDeferred(super().stopService)
+        """Drain (``/readyz`` fails, serve on for the delay, stop listening, end streams
+        cleanly, let sessions finish), stop the sources, then close what they used
+        (pools, hub client)."""
+        drained: Deferred[Any]
+        if self.shutdown is not None:
+            drained = Deferred.fromCoroutine(self.shutdown.drain(self.listener.stopService))
+            drained.addErrback(lambda f: _log.failure("Draining failed", f))
+        else:
+            drained = succeed(None)
+        stop_rest: Any = super().stopService
+        stopped = drained.addCallback(lambda _: stop_rest())
 
         def close_all(_: object) -> Deferred[Any]:
             pending = []
@@ -105,7 +117,8 @@ class GatewayService(MultiService):
                     _log.failure("Shutting down {what} failed", what=close)
             return gatherResults(pending, consumeErrors=True)
 
-        return stopped.addBoth(close_all)
+        result: Deferred[Any] = stopped.addBoth(close_all)
+        return result
 
 
 _log = Logger(namespace="clustergateway.tap")
@@ -489,6 +502,16 @@ def build_service(
     )
     service.prober = prober
     service.proxy = renderer
+    shutdown = GracefulShutdown(
+        reactor,
+        config.shutdown_delay_duration,
+        config.shutdown_grace_period,
+        site.open_connections,
+        changes.end_watches,
+        renderer.open_streams if isinstance(renderer, ClusterProxy) else None,
+    )
+    root.readyz.add_check(Check("shutdown", shutdown.readiness))
+    service.shutdown = shutdown
     for feed_service in feeds:
         feed_service.setServiceParent(service)
     cert_path, key_path = _serving_paths(config)
@@ -613,7 +636,13 @@ def _start_workers(reactor: Any, config: GatewayConfig, args: Sequence[str]) -> 
     if config.workers <= 1:
         return
     _serving_cert(config)  # generated once here, not raced by N processes (ConfigError exits)
-    supervisor = workers.WorkerSupervisor(reactor, workers.child_argv(args), config.workers - 1)
+    supervisor = workers.WorkerSupervisor(
+        reactor,
+        workers.child_argv(args),
+        config.workers - 1,
+        # Children drain as this process does (SIGTERM reaches them all at once).
+        kill_after=config.shutdown_delay_duration + config.shutdown_grace_period + 15.0,
+    )
     reactor.callWhenRunning(supervisor.start)
     reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
 
@@ -640,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         options.parseOptions(args)
     except usage.UsageError as e:
         raise SystemExit(f"{PROG}: {e}") from None
+    from twisted.application import app
     from twisted.scripts import twistd
 
     flags = list(TWISTD_FLAGS)
@@ -647,5 +677,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         # klog's -v 4 and above (``--v``) are debug verbosity; below, info.
         flags[-1] = "--logger=clustergateway.observe.logs.twistd_debug_observer"
     sys.argv = [PROG, *flags, "clustergateway", *args]
-    twistd.run()
+    app.run(_run_app, twistd.ServerOptions)  # type: ignore[attr-defined]
     raise SystemExit(0)
+
+
+def _run_app(config: Any) -> None:
+    """``twistd.runApp`` without its last step: twistd re-sends itself the signal that
+    stopped it, so the exit status would say "killed by SIGTERM" even after a clean
+    drain (``GatewayService.stopService``); like kube-apiserver, exit 0 instead.
+    (``_SomeApplicationRunner`` is twistd's own name for its platform's runner.)"""
+    from twisted.scripts import twistd
+
+    runner: Any = getattr(twistd, "_SomeApplicationRunner")  # noqa: B009 - a private name
+    runner(config).run()

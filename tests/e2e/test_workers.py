@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -119,12 +120,21 @@ class Gateway:
 
 
 def start(
-    tmp_path: Path, *extra: str, port: int | None = None, entry: str = "cluster-gateway"
+    tmp_path: Path,
+    *extra: str,
+    port: int | None = None,
+    entry: str = "cluster-gateway",
+    log: Path | None = None,
 ) -> Gateway:
+    """The gateway through ``entry``, standalone, on ``port`` (a free one); ``log``: where
+    its log lines (stdout) and stderr go (else stderr is a pipe, stdout dropped)."""
     port = free_port() if port is None else port
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     command, *flags = ENTRY_POINTS[entry]
+    output: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    if log is not None:
+        output = {"stdout": log.open("wb"), "stderr": subprocess.STDOUT}
     process = subprocess.Popen(
         [
             str(BIN / command),
@@ -136,8 +146,7 @@ def start(
             f"--cert-dir={tmp_path / 'certs'}",
             *extra,
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        **output,
     )
     return Gateway(process, port, tmp_path / "certs" / "ca.crt")
 

@@ -27,12 +27,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from clustergateway.errors import BadGateway, GatewayTimeout, StatusError, render_status
+from clustergateway.errors import (
+    BadGateway,
+    GatewayTimeout,
+    ServiceUnavailable,
+    StatusError,
+    render_status,
+)
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
 from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
+    "SHUTTING_DOWN",
     "StreamingForward",
     "break_response",
     "finish_with_status",
@@ -71,6 +78,10 @@ def finish_with_status(request: Any, error: StatusError) -> None:
         return
     request.write(render_status(request, error))
     request.finish()
+
+
+#: What a long-running request whose answer had not begun gets at shutdown.
+SHUTTING_DOWN = "the gateway is shutting down; please retry"
 
 
 def _reasons(failure: Failure) -> str:
@@ -166,6 +177,32 @@ class StreamingForward:
             self._ticket.unreachable(cause)
         error = GatewayTimeout(f"cluster {self.cluster}: {cause}", {"name": self.cluster})
         finish_with_status(self.request, error)
+
+    def end_cleanly(self) -> None:
+        """Shutdown: end the response as if complete (a terminating chunk on HTTP/1.1,
+        END_STREAM on HTTP/2), or with a 503 ``Status`` if it had not begun.
+
+        A response of announced length cannot look complete: it is cut instead.
+        """
+        self._stop_timer()
+        exchange, self._exchange = self._exchange, None
+        self._gone = True  # the exchange's own end, if it comes, is ignored
+        if exchange is not None:
+            exchange.cancel()
+        request = self.request
+        if self._producing:
+            self._producing = False
+            request.unregisterProducer()
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        if not self._head:
+            finish_with_status(
+                request, ServiceUnavailable(f"cluster {self.cluster}: {SHUTTING_DOWN}")
+            )
+        elif request.responseHeaders.hasHeader(b"content-length"):
+            break_response(request)
+        else:
+            request.finish()
 
     def _stop_timer(self) -> None:
         timer = self._timer

@@ -41,6 +41,7 @@ from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.admission import ClusterAdmission, Ticket
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
+from clustergateway.proxy.drain import OpenStreams, track_until_finished
 from clustergateway.proxy.forward import StreamingForward, finish_with_status, upstream_error
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
@@ -251,6 +252,8 @@ class ClusterProxy:
     retry_after: int = 1
     #: Caps and circuits (``proxy.admission``); None admits everything.
     admission: ClusterAdmission | None = None
+    #: Long-running responses and upgraded sessions open now (ended at shutdown).
+    open_streams: OpenStreams = attrs.field(factory=OpenStreams)
 
     _log = Logger()
 
@@ -565,9 +568,15 @@ class ClusterProxy:
             splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
             splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
             splice.ticket = out.ticket
+            streams = self.open_streams
+            streams.add_session(splice)
+            request.notifyFinish().addBoth(lambda _: streams.discard_session(splice))
             splice.start(out.upstream.endpoint, head)
             return
-        StreamingForward(request, self.reactor, cluster.name).start(out)
+        forward = StreamingForward(request, self.reactor, cluster.name)
+        if out.timeout is None:
+            track_until_finished(self.open_streams, forward, request)
+        forward.start(out)
 
     def _failed(self, failure: Failure, request: Request, cluster: str) -> None:
         error = failure.value

@@ -471,6 +471,16 @@ class UpgradeSplice:
                 )
             self._close_both(abort=True)
 
+    def shut_down(self) -> None:
+        """Shutdown after the grace period: close the session (or refuse it, unanswered)."""
+        if self.state == "closed":
+            return
+        self._log.info(
+            "Closing an upgraded connection to cluster {cluster}: the gateway is shutting down",
+            cluster=self.cluster,
+        )
+        self._expire(idle=True)
+
     def _close_timers(self) -> None:
         for timer in (self._idle_timer, self._life_timer):
             if timer is not None and timer.active():

@@ -50,7 +50,12 @@ from clustergateway import errors
 from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.eager import Pending, run_eagerly
-from clustergateway.proxy.forward import head_timeout_cause, report_failure, upstream_error
+from clustergateway.proxy.forward import (
+    SHUTTING_DOWN,
+    head_timeout_cause,
+    report_failure,
+    upstream_error,
+)
 from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 from clustergateway.proxy.resource import ClusterProxy
@@ -273,6 +278,7 @@ class LeanRequest:
         "_ended",
         "_exchange",
         "_lean",
+        "_length_known",
         "_no_body",
         "_pending",
         "_producing",
@@ -332,6 +338,7 @@ class LeanRequest:
         self._pending: Any = None
         self._producing = False
         self._chunked = False
+        self._length_known = False
         self._no_body = method == b"HEAD"
         self._ended: Callable[[int, int], None] | None = None
         self._release: Callable[[], None] | None = None
@@ -399,6 +406,8 @@ class LeanRequest:
         self._timeout = timeout = out.timeout
         if timeout is not None:
             self._timer = lean.deadlines.add(self, timeout)
+        else:
+            proxy.open_streams.streams.add(self)
         self._exchange = out.upstream.send(self, out)
 
     def _crashed(self, failure: Failure) -> None:
@@ -479,6 +488,7 @@ class LeanRequest:
         if code in NO_BODY_CODES:
             self._no_body = True
         elif length is not None:
+            self._length_known = True
             lines.append(b"Content-Length: %d\r\n" % length)
         elif not self._no_body:
             self._chunked = True
@@ -507,7 +517,7 @@ class LeanRequest:
 
     def body_done(self) -> None:
         self._exchange_over()
-        if self._disconnected:
+        if self._disconnected or self.finished:
             return
         if self._chunked:
             self.channel.transport.write(b"0\r\n\r\n")
@@ -516,7 +526,7 @@ class LeanRequest:
     def failed(self, reason: Failure, head_received: bool) -> None:
         self._stop_timer()
         self._exchange_over()
-        if self._disconnected:
+        if self._disconnected or self.finished:
             return
         if not head_received:
             report_failure(self._ticket, reason)
@@ -528,8 +538,34 @@ class LeanRequest:
         """The response cannot be completed: close the connection (no clean end)."""
         self.channel.loseConnection()
 
+    def end_cleanly(self) -> None:
+        """Shutdown: end the response as if complete (terminating chunk, END_STREAM),
+        or with a 503 ``Status`` if it had not begun; one of announced length is cut."""
+        exchange, self._exchange = self._exchange, None
+        self._exchange_over()
+        try:
+            self._end_now()
+        finally:
+            if exchange is not None:  # after the end: its failure must not cut the response
+                exchange.cancel()
+
+    def _end_now(self) -> None:
+        if self.finished or self._disconnected:
+            return
+        if not self.startedWriting:
+            self._respond_status(
+                errors.ServiceUnavailable(f"cluster {self.cluster}: {SHUTTING_DOWN}")
+            )
+        elif self._length_known and not self._no_body:
+            self._break()
+        else:
+            if self._chunked:
+                self.channel.transport.write(b"0\r\n\r\n")
+            self._finish()
+
     def _finish(self) -> None:
         self.finished = True
+        self._lean.proxy.open_streams.streams.discard(self)
         self._stop_timer()
         ended, self._ended = self._ended, None
         if ended is not None:
@@ -550,6 +586,7 @@ class LeanRequest:
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted.web's name
         """The channel lost its connection (HTTPChannel tells every request it holds)."""
         self._disconnected = True
+        self._lean.proxy.open_streams.streams.discard(self)
         self._stop_timer()
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
@@ -604,6 +641,7 @@ class LeanH2Request(LeanRequest):
         if code in NO_BODY_CODES:
             self._no_body = True
         elif length is not None:
+            self._length_known = True
             headers.append((b"content-length", b"%d" % length))
         self._write_head(code, headers)
         self.channel.registerProducer(producer, True)
@@ -617,7 +655,7 @@ class LeanH2Request(LeanRequest):
 
     def body_done(self) -> None:
         self._exchange_over()
-        if not self._disconnected:
+        if not self._disconnected and not self.finished:
             self._finish()
 
     def _break(self) -> None:

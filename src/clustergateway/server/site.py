@@ -27,6 +27,7 @@ What changes from Twisted's defaults, and why (twisted-notes §1.2, §1.3, §3, 
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes as unquote
@@ -169,6 +170,8 @@ class GatewaySite(server.Site):
         #: Proxied HTTP/1.1 requests served without twisted.web's Request
         #: (``server.leanproxy.LeanProxy``); None: twisted.web serves all.
         self.lean_proxy: Any = None
+        #: Every client connection's protocol, while it lives (shutdown drains them).
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def getContentFile(self, length: int | None) -> CappedBody:  # noqa: N802 - Twisted's name
         """Request bodies stay in memory, capped (Twisted spools big ones to disk)."""
@@ -176,6 +179,7 @@ class GatewaySite(server.Site):
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         protocol = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        self._connections.add(protocol)
         channel = protocol._channel
         channel.MAX_LENGTH = self.max_header_bytes
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
@@ -196,6 +200,17 @@ class GatewaySite(server.Site):
 
         protocol.makeConnection = make_connection_with_socket_options
         return protocol
+
+    def open_connections(self) -> list[Any]:
+        """The protocols of the client connections still open."""
+        found = []
+        for protocol in list(self._connections):
+            transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+            if transport is None or getattr(transport, "disconnected", False):
+                continue
+            if not getattr(transport, "disconnecting", False):
+                found.append(protocol)
+        return found
 
     def http_date(self) -> bytes:
         """The ``Date:`` header value for now, formatted once per second."""

@@ -108,6 +108,8 @@ class ChangeLog:
     _version: int = attrs.field(default=0, init=False)
     _followers: list[Callable[[Change], None]] = attrs.field(factory=list, init=False)
     _detach: list[Callable[[], None]] = attrs.field(factory=list, init=False)
+    #: The watch responses open now (ended cleanly at shutdown).
+    watches: set[WatchStream] = attrs.field(factory=set, init=False)
 
     _log: ClassVar[Logger] = Logger()
 
@@ -162,6 +164,13 @@ class ChangeLog:
     @property
     def followers(self) -> int:
         return len(self._followers)
+
+    def end_watches(self) -> int:
+        """End every open watch cleanly (shutdown); returns how many."""
+        watches = list(self.watches)
+        for watch in watches:
+            watch.end()
+        return len(watches)
 
     def _on_secret(self, event: RegistryEvent, entry: RegistryEntry, version: int) -> None:
         before = self._state.get(entry.name, EMPTY)
@@ -311,6 +320,7 @@ class WatchStream:
         if self._done:
             return
         self._stop_following = self.changes.add_follower(self.apply)
+        self.changes.watches.add(self)
         timeout = opts.timeout
         if timeout is None:
             timeout = self.min_request_timeout * (1 + random.random())
@@ -388,6 +398,7 @@ class WatchStream:
 
     def _cleanup(self) -> None:
         self._done = True
+        self.changes.watches.discard(self)
         if self._stop_following is not None:
             self._stop_following()
             self._stop_following = None
