@@ -33,7 +33,7 @@ import attrs
 from bench.context import MIB, Context, Settings
 from bench.topology import LOAD_CORE, PROXY_CORE, Topology
 
-SCENARIOS = ("crud", "small_get", "watches", "streams", "stalled")
+SCENARIOS = ("crud", "small_get", "watches", "streams", "stalled", "isolation", "drain")
 REPO = Path(__file__).resolve().parent.parent
 
 

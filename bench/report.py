@@ -530,11 +530,79 @@ def markdown(results: dict[str, Any]) -> str:
             + ", ".join(f"{r['file']} {r['self_share']:.1%}" for r in pr["self_by_file"])
             + ".",
         ]
+    out += _isolation_markdown(scen.get("isolation")) + _drain_markdown(scen.get("drain"))
     errors = results.get("errors", {})
     if errors:
         out += ["", "### Scenarios that failed", ""]
         out += [f"- {name}: {text}" for name, text in errors.items()]
     return "\n".join(out) + "\n"
+
+
+def _isolation_markdown(iso: dict[str, Any] | None) -> list[str]:
+    if not iso or "runs" not in iso:
+        return []
+    rows = []
+    for name, run in iso["runs"].items():
+        good = run["good"]
+        rows.append(
+            [
+                name,
+                str(good["requests"]),
+                str(good["errors"]),
+                _fmt(good["p50_ms"]),
+                _fmt(good["p99_ms"]),
+            ]
+        )
+    bad_rows = []
+    for name, stats in iso["runs"].get("with-bad", {}).get("bad", {}).items():
+        codes = ", ".join(f"{code}: {count}" for code, count in sorted(stats["codes"].items()))
+        bad_rows.append(
+            [
+                name,
+                codes,
+                _fmt(stats["refused_p50_ms"]),
+                _fmt(stats["refused_p99_ms"]),
+                _fmt(stats["slowest_s"]),
+            ]
+        )
+    return [
+        "",
+        f"### Isolation: {iso['clusters']['good']} good clusters, then with "
+        f"{', '.join(iso['clusters']['bad'])} ({iso['load_seconds']:g} s of load per run)",
+        "",
+        _table(["Run", "Good requests", "Errors", "p50 ms", "p99 ms"], rows),
+        "",
+        f"Good clusters with the bad three vs without: p50 {_x(iso.get('good_p50_ratio'))}, "
+        f"p99 {_x(iso.get('good_p99_ratio'))}.",
+        "",
+        _table(
+            ["Bad cluster", "Answers (code: count)", "503 p50 ms", "503 p99 ms", "Slowest s"],
+            bad_rows,
+        ),
+    ]
+
+
+def _drain_markdown(drain: dict[str, Any] | None) -> list[str]:
+    if not drain or "watches" not in drain:
+        return []
+    row = [
+        str(drain["watches"]),
+        str(drain["watches_clean"]),
+        str(drain["watches_cut"]),
+        f"{drain['execs_finished_ok']} / {drain['execs']}",
+        str(drain["exit_code"]),
+        _fmt(drain["seconds_to_exit"]),
+    ]
+    return [
+        "",
+        f"### Drain on SIGTERM (delay {drain['shutdown_delay']:g} s, grace "
+        f"{drain['shutdown_grace']:g} s)",
+        "",
+        _table(
+            ["Watches", "Ended cleanly", "Cut", "Exec sessions finished", "Exit", "s to exit"],
+            [row],
+        ),
+    ]
 
 
 def plots(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:

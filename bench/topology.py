@@ -32,7 +32,7 @@ import shutil
 import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -308,12 +308,14 @@ class Topology:
         self.ports[name] = port
         return proc
 
-    def start_simulator(self) -> BenchProcess:
+    def start_simulator(self, name: str = "simulator", latency: float = 0.0) -> BenchProcess:
+        """A simulated cluster (``name`` other than ``simulator``: an extra one, e.g. a
+        slow one answering after ``latency`` seconds); ``upstream(name)`` reaches it."""
         port = free_port()
-        cert_dir = self.workdir / "sim"
+        cert_dir = self.workdir / ("sim" if name == "simulator" else name)
         proc = self._add(
             start_process(
-                "simulator",
+                name,
                 [
                     sys.executable,
                     "-m",
@@ -326,14 +328,16 @@ class Topology:
                     str(cert_dir),
                     "--name",
                     "bench-sim",
+                    f"--latency={latency}",
                 ],
                 cores=LOAD_CORE,
                 log_dir=self.logs,
             )
         )
         wait_for_port(port, 30, proc.popen)
-        self.ports["simulator"] = port
-        self.simulator = proc
+        self.ports[name] = port
+        if name == "simulator":
+            self.simulator = proc
         return proc
 
     def start_sink(self) -> BenchProcess:
@@ -372,6 +376,12 @@ class Topology:
         if name == "simulator":
             ca = self.workdir / "sim" / "ca.crt"
             return f"https://127.0.0.1:{self.ports['simulator']}", ca, SIM_TOKEN
+        if name in self.ports:  # another simulated cluster (start_simulator(name))
+            return (
+                f"https://127.0.0.1:{self.ports[name]}",
+                self.workdir / name / "ca.crt",
+                SIM_TOKEN,
+            )
         raise KeyError(name)
 
     def direct(self, name: str) -> Target:
@@ -438,19 +448,30 @@ class Topology:
             self.remove(proc)
 
     @contextlib.contextmanager
-    def gateway(self, extra_args: tuple[str, ...] = ()) -> Iterator[dict[str, Target]]:
+    def gateway(
+        self,
+        extra_args: tuple[str, ...] = (),
+        clusters: Mapping[str, tuple[str, Path, str | None]] | None = None,
+    ) -> Iterator[dict[str, Target]]:
         """A fresh gateway on core 0 (standalone, ``--secrets-dir``), one target per upstream.
 
         Clusters: ``bench`` (nginx), ``bench-sim`` (the simulated cluster),
-        ``bench-sink`` (the splice sink) — whichever upstreams are running.
+        ``bench-sink`` (the splice sink) — whichever upstreams are running; or,
+        given ``clusters`` (name → endpoint URL, CA file, token), exactly those,
+        targets keyed by cluster name.
         """
         names = {"nginx": "bench", "simulator": "bench-sim", "sink": "bench-sink"}
         running = [u for u in names if u in self.ports]
+        endpoints = {u: self.upstream(u) for u in running}
+        if clusters is not None:
+            names = {name: name for name in clusters}
+            running = list(clusters)
+            endpoints = dict(clusters)
         secrets = self.workdir / "gateway-secrets"
         secrets.mkdir(parents=True, exist_ok=True)
         manifests = []
         for upstream in running:
-            url, ca, token = self.upstream(upstream)
+            url, ca, token = endpoints[upstream]
             data = {"endpoint": url, "ca.crt": ca.read_text(), "token": token or "bench"}
             manifests.append(
                 {
@@ -506,7 +527,7 @@ class Topology:
                 )
                 for upstream in running
             }
-            # The registry reads the directory right after the start; wait for the cluster.
+            # The registry reads the directory right after the start; wait for the clusters.
             root = Target("gateway", f"https://127.0.0.1:{port}", proc, targets[running[0]].ca)
             for upstream in running:
                 _probe(root, f"{API_GROUP_PATH}/{names[upstream]}", 20)

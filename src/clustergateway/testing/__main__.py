@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help="credential the written kubeconfig uses (default token)",
     )
     parser.add_argument("--name", default="sim", help="cluster name (certificates, kubeconfig)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds added before every response (a slow cluster; default 0)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser
 
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Nobody reads the request log of a standalone process; do not let it grow.
     cluster.record_requests = False
+    cluster.faults.latency = options.latency
     exit_code = [0]
 
     async def start() -> None:
