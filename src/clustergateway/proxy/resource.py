@@ -447,10 +447,12 @@ class ClusterProxy:
     ) -> Outbound | None:
         """What to send to ``cluster`` for ``request``, or None when the caller already left.
 
-        Checks the target (``--authorize-proxy-subpath``), resolves the
-        credential and identity, picks the upstream and assembles the head's
-        parts.  ``request`` is a twisted.web ``Request`` or the HTTP/1.1 lean
-        request (``server.leanproxy``), which offer the same attributes for this.
+        Checks the target (``--authorize-proxy-subpath``), admits the request
+        (:meth:`admit`: health, caps, circuit; its ticket is released when the
+        request ends), resolves the credential and identity, picks the upstream
+        and assembles the head's parts.  ``request`` is a twisted.web ``Request``
+        or the HTTP/1.1 lean request (``server.leanproxy``), which offer the same
+        attributes for this.
         """
         method = request.method
         _, query = split_uri(request.uri)
