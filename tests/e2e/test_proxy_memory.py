@@ -93,6 +93,9 @@ async def gateway_process(upstream: Upstream, tmp_path: Path) -> AsyncIterator[G
             str(tmp_path / "certs"),
             "--secrets-dir",
             str(secrets),
+            # A test may leave a session open (a client that stopped reading): the
+            # drain on SIGTERM closes it after this, within the teardown's wait.
+            "--shutdown-grace-period=1s",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
