@@ -5,7 +5,9 @@ ARG BASE=localhost/cluster-gateway-base
 
 # Build stage: a venv with the wheels installed by pip run from its own wheel (pip is not in
 # BASE and never reaches the final stage), the bytecode compiled, and the twistd plugin cache
-# (dropin.cache) written now, so that nothing writes under /opt at run time. Left out: the
+# (dropin.cache) written now, so that nothing writes under /opt at run time (the plugin modules
+# are dated back first: image layers keep whole seconds, and twistd rewrites a cache that is not
+# strictly newer than a plugin, which it cannot on a read-only root). Left out: the
 # kubernetes package's asyncio client (kubernetes.aio, 68 MB; the gateway uses only
 # kubernetes.config and kubernetes.client) and the libraries' own test suites (24 MB).
 FROM ${BASE} AS build
@@ -18,6 +20,7 @@ RUN python3 -m venv --without-pip /opt/cluster-gateway \
  && site=/opt/cluster-gateway/lib/python3.11/site-packages \
  && rm -rf "$site/kubernetes/aio" \
  && find "$site" -depth -type d \( -name test -o -name tests \) -exec rm -rf {} + \
+ && find "$site/twisted/plugins" -name '*.py' -exec touch -d @946684800 {} + \
  && /opt/cluster-gateway/bin/python -c "import twisted.plugins as p; from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin, p))" \
  && /opt/cluster-gateway/bin/python -m compileall -q /opt/cluster-gateway \
  && test -f /opt/cluster-gateway/lib/python3.11/site-packages/twisted/plugins/dropin.cache
