@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.auth",
     "tests.fixtures.egress",
     "tests.fixtures.clients",
+    "tests.fixtures.konnectivity",
 ]
 
 

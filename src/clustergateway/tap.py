@@ -248,6 +248,7 @@ def build_proxy(
         credentials=credentials,
         identity_for=identity.identity_for,
         admission=build_admission(reactor, config, registry, metrics),
+        konnectivity=build_konnectivity(reactor, config),
     )
     proxy.metrics = metrics
     proxy.refuse_unhealthy = config.feature_gates.healthiness_check
@@ -303,6 +304,38 @@ def build_admission(
             recorded.cluster(cluster).rejected(reason)
 
     return ClusterAdmission(settings, breakers, reactor.seconds, rejected)
+
+
+def build_konnectivity(reactor: Any, config: GatewayConfig) -> Any:
+    """The konnectivity dialer for ``ClusterProxy`` clusters, or None without ``--proxy-host``.
+
+    The mTLS material is read and checked here, so a bad file stops the start
+    with one line naming its flag.
+    """
+    if config.proxy_host is None:
+        return None
+    from clustergateway.proxy.konnectivity import KonnectivityDialer
+    from clustergateway.proxy.tls import TLSConfigError, konnectivity_tls_creator
+
+    files = {}
+    for flag, path in (
+        ("proxy-ca-cert", config.proxy_ca_cert),
+        ("proxy-cert", config.proxy_cert),
+        ("proxy-key", config.proxy_key),
+    ):
+        if path is None:
+            raise ConfigError(flag, "must be specified with --proxy-host")
+        try:
+            files[flag] = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(flag, f"cannot read {path}: {e.strerror}") from None
+    try:
+        creator = konnectivity_tls_creator(
+            config.proxy_host, files["proxy-ca-cert"], files["proxy-cert"], files["proxy-key"]
+        )
+    except TLSConfigError as e:
+        raise SystemExit(f"{PROG}: {e}") from None
+    return KonnectivityDialer(reactor, config.proxy_host, config.proxy_port, creator)
 
 
 @attrs.frozen

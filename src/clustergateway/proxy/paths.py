@@ -93,13 +93,11 @@ class UpstreamTarget:
     def from_endpoint(cls, endpoint: EndpointSpec) -> UpstreamTarget:
         """Parse the endpoint of a ``Const`` cluster.
 
-        Raises :class:`UnsupportedEndpoint` for endpoint types this gateway
-        cannot dial yet (``ClusterProxy``) and for an address that is not an
-        ``http(s)`` URL.  ``proxy_url`` is the egress router's business
-        (:mod:`clustergateway.proxy.egress`).
+        Raises :class:`UnsupportedEndpoint` for other endpoint types
+        (``ClusterProxy`` has :meth:`for_cluster_proxy`) and for an address
+        that is not an ``http(s)`` URL.  ``proxy_url`` is the egress router's
+        business (:mod:`clustergateway.proxy.egress`).
         """
-        if endpoint.type == "ClusterProxy":
-            raise UnsupportedEndpoint("ClusterProxy (konnectivity) endpoints are not supported yet")
         if endpoint.type != "Const":
             raise UnsupportedEndpoint(
                 f"unsupported cluster gateway endpoint type {endpoint.type!r}"
@@ -136,6 +134,23 @@ class UpstreamTarget:
             host_header=host_header,
             base_path=path,
             server_name=endpoint.tls_server_name or host,
+        )
+
+    @classmethod
+    def for_cluster_proxy(cls, name: str, endpoint: EndpointSpec) -> UpstreamTarget:
+        """The target of a ``ClusterProxy`` cluster: ``https://<name>:443`` through the tunnel.
+
+        As Go: the dial goes to ``<name>:443`` (the agent routes by that
+        name) and ``Host`` is the name.  Unlike Go the server certificate is
+        checked when the Secret has a CA, against ``tls-server-name`` if set.
+        """
+        return cls(
+            scheme="https",
+            host=name,
+            port=443,
+            host_header=name.encode("idna"),
+            base_path=b"",
+            server_name=endpoint.tls_server_name or name,
         )
 
 

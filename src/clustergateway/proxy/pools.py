@@ -16,7 +16,10 @@ offers ``h2``; ``ClusterUpstream.send`` picks the way per request.
 The byte stream under each upstream comes from an
 :class:`~clustergateway.proxy.egress.EgressRouter`: direct, or through the
 cluster's ``proxy-url`` (part of the access key, so a new proxy means a new
-pool) or the proxy of the gateway's environment (fixed at startup).
+pool) or the proxy of the gateway's environment (fixed at startup).  For a
+``ClusterProxy`` cluster it is a connection dialed through the konnectivity
+proxy-server (:mod:`~clustergateway.proxy.konnectivity`); TLS to the cluster,
+the pool and the HTTP/2 streams on top are the same as for ``Const``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from clustergateway.proxy.dial import DirectDialer, StreamDialer, UpstreamEndpoi
 from clustergateway.proxy.egress import EgressRouter, ProxyEnvironment, reactor_resolver
 from clustergateway.proxy.h1client import H1Pool, ResponseSink
 from clustergateway.proxy.h2client import H2Streams
-from clustergateway.proxy.paths import UpstreamTarget
+from clustergateway.proxy.konnectivity import KonnectivityDialer
+from clustergateway.proxy.paths import UnsupportedEndpoint, UpstreamTarget
 from clustergateway.proxy.tls import H2_ALPN, client_tls_creator, proxy_tls_creator
 from clustergateway.registry.model import ClusterGateway, RegistryEntry, RegistryEvent
 
@@ -139,6 +143,8 @@ class ClusterPools:
     connect_timeout_for: Callable[[ClusterGateway], float] | None = None
     #: ``on_retire(cluster)``: the cluster is now reached another way, or gone.
     on_retire: Callable[[str], None] | None = None
+    #: Dials ``ClusterProxy`` clusters (``--proxy-host``); None: they answer 503.
+    konnectivity: KonnectivityDialer | None = None
     _by_name: dict[str, ClusterUpstream] = attrs.field(factory=dict, init=False)
     _egress: EgressRouter = attrs.field(init=False)
     #: Clusters whose unverified TLS was logged, with the reason logged.
@@ -173,12 +179,24 @@ class ClusterPools:
     def _build(
         self, cluster: ClusterGateway, key: tuple[Any, ...], credential: ResolvedCredential
     ) -> ClusterUpstream:
-        target = UpstreamTarget.from_endpoint(cluster.endpoint)
-        creator = client_tls_creator(target, cluster.endpoint, credential) if target.tls else None
         spec = cluster.endpoint
-        stream = self._egress.stream_endpoint(
-            target, spec.proxy_url, lambda host: proxy_tls_creator(host, spec)
-        )
+        connect_timeout: float | None = self._connect_timeout(cluster)
+        if spec.type == "ClusterProxy":
+            if self.konnectivity is None:
+                raise UnsupportedEndpoint(
+                    "ClusterProxy endpoints are reached through a konnectivity proxy-server; "
+                    "start the gateway with --proxy-host (and --proxy-ca-cert, --proxy-cert, "
+                    "--proxy-key)"
+                )
+            target = UpstreamTarget.for_cluster_proxy(cluster.name, spec)
+            stream = self.konnectivity.stream_endpoint(target.host, target.port)
+            connect_timeout = None  # the konnectivity dialer bounds its dials itself
+        else:
+            target = UpstreamTarget.from_endpoint(spec)
+            stream = self._egress.stream_endpoint(
+                target, spec.proxy_url, lambda host: proxy_tls_creator(host, spec)
+            )
+        creator = client_tls_creator(target, spec, credential) if target.tls else None
         if target.tls:
             self._log_insecure(cluster)
         reactor: IReactorTime = self.reactor
@@ -187,7 +205,7 @@ class ClusterPools:
             stream,
             target.address,
             creator,
-            self._connect_timeout(cluster),
+            connect_timeout,
             self._handshake_timeout(cluster),
         )
         metrics = None if self.metrics is None else self.metrics.cluster(cluster.name)
@@ -206,8 +224,10 @@ class ClusterPools:
             streams = H2Streams(
                 self.reactor, h2_endpoint, idle_timeout=self.settings.idle_timeout, metrics=metrics
             )
+        # The cluster's own timeout, even when the konnectivity dialer applies its
+        # own instead: ``upstream_for`` compares it to find the upstream current.
         return ClusterUpstream(
-            cluster, key, target, endpoint, pool, streams, endpoint.connect_timeout
+            cluster, key, target, endpoint, pool, streams, self._connect_timeout(cluster)
         )
 
     def _handshake_timeout(self, cluster: ClusterGateway) -> float:
@@ -277,4 +297,6 @@ class ClusterPools:
         """Close every idle connection and forget all upstreams (service stop)."""
         upstreams = list(self._by_name.values())
         self._by_name.clear()
+        if self.konnectivity is not None:
+            self.konnectivity.close()
         return DeferredList([u.retire() for u in upstreams])

@@ -45,6 +45,7 @@ from clustergateway.proxy.drain import OpenStreams, track_until_finished
 from clustergateway.proxy.forward import StreamingForward, finish_with_status, upstream_error
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
+from clustergateway.proxy.konnectivity import KonnectivityDialer
 from clustergateway.proxy.paths import (
     PathOutsideEndpoint,
     confine_subpath,
@@ -275,14 +276,16 @@ class ClusterProxy:
         identity_for: IdentityHook | None = None,
         dialer: StreamDialer | None = None,
         admission: ClusterAdmission | None = None,
+        konnectivity: KonnectivityDialer | None = None,
     ) -> ClusterProxy:
         """A proxy over ``registry`` whose pools follow the registry's changes.
 
         With ``admission``, requests are capped and circuits kept per cluster,
         and each cluster's connect timeout is its own (annotation or flag).
+        ``konnectivity`` dials ``ClusterProxy`` clusters (``--proxy-host``).
         """
         settings = settings or ProxySettings()
-        pools = ClusterPools(reactor, settings.pools, dialer)
+        pools = ClusterPools(reactor, settings.pools, dialer, konnectivity=konnectivity)
         if admission is not None:
             limits = admission.limits
             pools.connect_timeout_for = lambda cluster: limits(cluster).connect_timeout

@@ -35,6 +35,7 @@ __all__ = [
     "InsecureClientTLS",
     "TLSConfigError",
     "client_tls_creator",
+    "konnectivity_tls_creator",
     "proxy_tls_creator",
     "verify_error_of",
 ]
@@ -69,17 +70,26 @@ def _client_certificate(
     if identity is None:
         return None, []
     cert_pem, key_pem = identity
-    chain = _certificates(cert_pem, "the client certificate (tls.crt)")
+    return _private_certificate(
+        cert_pem, key_pem, "the client certificate (tls.crt)", "the client key (tls.key)"
+    )
+
+
+def _private_certificate(
+    cert_pem: bytes, key_pem: bytes, cert_what: str, key_what: str
+) -> tuple[ssl.PrivateCertificate, list[ssl.Certificate]]:
+    """The leaf with its key, and the rest of the chain; the key must match the leaf."""
+    chain = _certificates(cert_pem, cert_what)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as e:
-        raise TLSConfigError(f"the client key (tls.key) cannot be read: {e}") from None
+        raise TLSConfigError(f"{key_what} cannot be read: {e}") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if chain[0].public_key().public_bytes(der, public) != key.public_key().public_bytes(
         der, public
     ):
-        raise TLSConfigError("the client certificate (tls.crt) does not match its key (tls.key)")
+        raise TLSConfigError(f"{cert_what} does not match its key ({key_what})")
     leaf_pem = chain[0].public_bytes(serialization.Encoding.PEM)
     private = ssl.PrivateCertificate.loadPEM(leaf_pem + key_pem)
     return private, [_twisted_cert(c) for c in chain[1:]]
@@ -196,4 +206,28 @@ def proxy_tls_creator(proxy_host: str, endpoint: EndpointSpec) -> IOpenSSLClient
         )
     return ssl.optionsForClientTLS(
         proxy_host, trustRoot=_trust(endpoint), extraCertificateOptions=extra
+    )
+
+
+def konnectivity_tls_creator(
+    host: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes
+) -> IOpenSSLClientConnectionCreator:
+    """mTLS to a konnectivity proxy-server (``--proxy-ca-cert``/``--proxy-cert``/``--proxy-key``).
+
+    As Go: the proxy-server's certificate must chain to its CA and carry
+    ``host`` (``--proxy-host``); the gateway shows its client certificate.
+    ALPN offers ``h2`` only (gRPC).  Raises :class:`TLSConfigError` naming
+    the flag whose material cannot be used.
+    """
+    roots = _certificates(ca_pem, "--proxy-ca-cert")
+    client, chain = _private_certificate(cert_pem, key_pem, "--proxy-cert", "--proxy-key")
+    extra: dict[str, object] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if chain:
+        extra["extraCertChain"] = chain
+    return ssl.optionsForClientTLS(
+        host,
+        trustRoot=ssl.trustRootFromCertificates([_twisted_cert(c) for c in roots]),
+        clientCertificate=client,
+        acceptableProtocols=[b"h2"],
+        extraCertificateOptions=extra,
     )

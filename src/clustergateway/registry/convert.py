@@ -322,8 +322,10 @@ def _endpoint(
     endpoint_from: EndpointSource | None = None,
 ) -> EndpointSpec:
     if endpoint_type == "ClusterProxy":
-        # Reached through the konnectivity tunnel by name; endpoint/CA are ignored (as Go).
-        return EndpointSpec(type="ClusterProxy")
+        # Reached through the konnectivity tunnel by name: "endpoint", "proxy-url" and a
+        # ManagedCluster's URL are ignored (as Go).  Unlike Go, which never verifies the
+        # cluster there, the Secret's CA and TLS keys apply as for Const.
+        return EndpointSpec(type="ClusterProxy", **_trust_keys(data))
     if endpoint_type != "Const":
         raise _Invalid(
             f"unknown endpoint type {_quote(endpoint_type)} in label "
@@ -349,6 +351,12 @@ def _endpoint(
     except ValueError as e:
         raise _Invalid(str(e)) from None
 
+    proxy_url = _proxy_url(_text(data, "proxy-url")) if "proxy-url" in data else None
+    return EndpointSpec(type="Const", address=address, proxy_url=proxy_url, **_trust_keys(data))
+
+
+def _trust_keys(data: Mapping[str, bytes]) -> dict[str, Any]:
+    """``ca_bundle``, ``insecure`` and ``tls_server_name`` from the Secret's TLS keys."""
     ca_key = "ca.crt" if "ca.crt" in data else "ca" if "ca" in data else None
     ca_bundle = data[ca_key] if ca_key else None
     if ca_key is not None:
@@ -363,16 +371,7 @@ def _endpoint(
             raise _Invalid(
                 f'data key "insecure-skip-tls-verify" has value {_quote(flag)}, want true or false'
             ) from None
-    tls_server_name = _tls_server_name(data)
-    proxy_url = _proxy_url(_text(data, "proxy-url")) if "proxy-url" in data else None
-    return EndpointSpec(
-        type="Const",
-        address=address,
-        ca_bundle=ca_bundle,
-        insecure=insecure,
-        proxy_url=proxy_url,
-        tls_server_name=tls_server_name,
-    )
+    return {"ca_bundle": ca_bundle, "insecure": insecure, "tls_server_name": _tls_server_name(data)}
 
 
 def _tls_server_name(data: Mapping[str, bytes]) -> str | None:

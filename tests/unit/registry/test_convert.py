@@ -197,16 +197,44 @@ def test_endpoint_type_const(label: str | None) -> None:
 
 
 def test_endpoint_type_cluster_proxy() -> None:
-    """ClusterProxy ignores endpoint, CA and proxy-url data: ``{"type": "ClusterProxy"}``."""
+    """ClusterProxy ignores endpoint and proxy-url data; without a CA the cluster is not
+    verified (as Const without one): ``{"type": "ClusterProxy", insecure}``."""
     secret = cluster_secret(
         "c1",
         token=TOKEN,
         endpoint=None,
-        ca=b"not even pem",
         proxy_url="ftp://ignored",
         endpoint_type="ClusterProxy",
     )
-    assert convert(secret).endpoint == EndpointSpec(type="ClusterProxy")
+    assert convert(secret).endpoint == EndpointSpec(type="ClusterProxy", insecure=True)
+
+
+def test_endpoint_type_cluster_proxy_keeps_trust_keys(pki: dict[str, KeyPair]) -> None:
+    """Unlike Go (which never verifies a ClusterProxy cluster), the Secret's CA,
+    tls-server-name and insecure-skip-tls-verify apply as for Const, and a bad CA is
+    the Secret's error."""
+    ca_pem = pki["ca"].cert_pem
+    secret = cluster_secret(
+        "c1",
+        token=TOKEN,
+        endpoint="ignored",
+        ca=ca_pem,
+        endpoint_type="ClusterProxy",
+        extra_data={"tls-server-name": "kube-apiserver.internal"},
+    )
+    assert convert(secret).endpoint == EndpointSpec(
+        type="ClusterProxy", ca_bundle=ca_pem, tls_server_name="kube-apiserver.internal"
+    )
+    skip = cluster_secret(
+        "c1",
+        token=TOKEN,
+        ca=ca_pem,
+        endpoint_type="ClusterProxy",
+        extra_data={"insecure-skip-tls-verify": "true"},
+    )
+    assert convert(skip).endpoint.insecure is True
+    bad = cluster_secret("c1", token=TOKEN, ca=b"not even pem", endpoint_type="ClusterProxy")
+    assert "ca.crt" in error_of(bad)
 
 
 def test_endpoint_type_unknown() -> None:
@@ -542,7 +570,7 @@ def test_endpoint_from_error_and_cluster_proxy() -> None:
     )
     proxied = cluster_secret("c1", token=TOKEN, endpoint=None, endpoint_type="ClusterProxy")
     gateway = convert_secret(proxied, group=GROUP, gates=DEFAULT, endpoint_from=broken)
-    assert gateway.endpoint == EndpointSpec(type="ClusterProxy")
+    assert gateway.endpoint == EndpointSpec(type="ClusterProxy", insecure=True)  # no CA key
 
 
 def test_status_annotations_do_not_follow_group() -> None:
