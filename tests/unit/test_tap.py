@@ -322,3 +322,68 @@ def test_unusable_cert_dir_pair_stops_the_start(
     assert message.startswith(f"cluster-gateway: --cert-dir: {certs}/") and expected in message
     assert "\n" not in message
     assert sorted(p.name for p in certs.iterdir()) == sorted(files)
+
+
+def test_proxy_flags_build_the_konnectivity_dialer(tmp_path: Path) -> None:
+    """--proxy-* make ClusterProxy clusters reachable: the proxy's pools get a dialer for
+    host:port; without --proxy-host there is none (those clusters answer 503)."""
+    from clustergateway.proxy.konnectivity import KonnectivityDialer
+    from clustergateway.tap import build_konnectivity
+
+    ca = make_ca("konnectivity-ca")
+    client = issue_cert(ca, "gateway", client=True)
+    paths = {}
+    for name, data in {
+        "ca.crt": ca.cert_pem,
+        "c.crt": client.cert_pem,
+        "c.key": client.key_pem,
+    }.items():
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    flags = (
+        f"--proxy-ca-cert={paths['ca.crt']}",
+        f"--proxy-cert={paths['c.crt']}",
+        f"--proxy-key={paths['c.key']}",
+    )
+    reactor = MemoryReactorClock()
+    config = parse("--proxy-host=proxy.example", "--proxy-port=8091", *flags)
+    dialer = build_konnectivity(reactor, config)
+    assert isinstance(dialer, KonnectivityDialer)
+    assert (dialer.host, dialer.port, dialer.display) == (
+        "proxy.example",
+        8091,
+        "proxy.example:8091",
+    )
+    assert build_konnectivity(reactor, parse(*flags)) is None
+
+
+def test_proxy_flags_with_unusable_material(tmp_path: Path) -> None:
+    """A proxy certificate that is not PEM, or a key that does not match it, stops the
+    start with one line naming the flag (never the material)."""
+    from clustergateway.tap import build_konnectivity
+
+    ca = make_ca("konnectivity-ca")
+    client = issue_cert(ca, "gateway", client=True)
+    other = issue_cert(ca, "other", client=True)
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "bad.crt").write_bytes(b"not a certificate")
+    (tmp_path / "c.crt").write_bytes(client.cert_pem)
+    (tmp_path / "other.key").write_bytes(other.key_pem)
+    for cert, key, expected in (
+        ("bad.crt", "other.key", "cluster-gateway: --proxy-cert is not a valid PEM certificate"),
+        (
+            "c.crt",
+            "other.key",
+            "cluster-gateway: --proxy-cert does not match its key (--proxy-key)",
+        ),
+    ):
+        config = parse(
+            "--proxy-host=k",
+            f"--proxy-ca-cert={tmp_path / 'ca.crt'}",
+            f"--proxy-cert={tmp_path / cert}",
+            f"--proxy-key={tmp_path / key}",
+        )
+        with pytest.raises(SystemExit) as info:
+            build_konnectivity(MemoryReactorClock(), config)
+        assert str(info.value) == expected
+        assert "PRIVATE" not in str(info.value)

@@ -294,3 +294,40 @@ def test_send_puts_long_running_gets_on_http2_streams_and_the_rest_on_the_pool()
     assert off.upstream_for(cluster(), TOKEN).streams is None
     plain = pools.upstream_for(cluster("http://127.0.0.1:8080", name="plain"), TOKEN)
     assert plain.streams is None  # no TLS, no ALPN: HTTP/1.1
+
+
+def test_cluster_proxy_needs_the_konnectivity_dialer() -> None:
+    """Without --proxy-host a ClusterProxy cluster cannot be dialled: the error (a 503
+    naming the cluster upstream) says which flags are missing."""
+    import pytest
+
+    from clustergateway.proxy.paths import UnsupportedEndpoint
+
+    pools = ClusterPools(MemoryReactorClock())
+    tunnelled = ClusterGateway("c9", EndpointSpec(type="ClusterProxy", insecure=True), None)
+    with pytest.raises(UnsupportedEndpoint, match="start the gateway with --proxy-host"):
+        pools.upstream_for(tunnelled, TOKEN)
+
+
+def test_cluster_proxy_dials_name_443_through_konnectivity(pki: Pki) -> None:
+    """A ClusterProxy cluster's streams come from the konnectivity dialer for
+    ``<name>:443``; Host is the name; TLS checks tls-server-name against the Secret's CA;
+    the pool and the HTTP/2 streams sit on top as for Const."""
+    from clustergateway.proxy.konnectivity import KonnectivityDialer
+
+    reactor = MemoryReactorClock()
+    dialer = KonnectivityDialer(reactor, "proxy.example", 8090, creator=None)  # type: ignore[arg-type]
+    pools = ClusterPools(reactor, konnectivity=dialer)
+    spec = EndpointSpec(type="ClusterProxy", ca_bundle=pki.ca.cert_pem, tls_server_name="api.in")
+    upstream = pools.upstream_for(ClusterGateway("c9", spec, None), TOKEN)
+    target = upstream.target
+    assert (target.host, target.port, target.host_header, target.server_name) == (
+        "c9",
+        443,
+        b"c9",
+        "api.in",
+    )
+    stream = upstream.endpoint.stream  # type: ignore[attr-defined]
+    assert (stream.dialer, stream.address) == (dialer, "c9:443")
+    assert upstream.streams is not None
+    assert upstream.endpoint.connect_timeout is None  # type: ignore[attr-defined]  # the dialer's own
