@@ -110,7 +110,19 @@ class KonnectivityPki:
     client: KeyPair
 
     @classmethod
-    def create(cls, directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Any:
+    def load_or_create(cls, directory: Path) -> KonnectivityPki:
+        """Reuse the files in ``directory`` when all are there, else create them."""
+        names = ("ca", "server", "client")
+        paths = {n: (directory / f"{n}.crt", directory / f"{n}.key") for n in names}
+        if all(c.exists() and k.exists() for c, k in paths.values()):
+            pairs = {n: KeyPair(c.read_bytes(), k.read_bytes()) for n, (c, k) in paths.items()}
+            return cls(directory, pairs["ca"], pairs["server"], pairs["client"])
+        return cls.create(directory)
+
+    @classmethod
+    def create(
+        cls, directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> KonnectivityPki:
         ca = make_ca("konnectivity-ca")
         pki = cls(
             directory,
@@ -119,6 +131,7 @@ class KonnectivityPki:
             issue_cert(ca, "cluster-gateway", client=True),
         )
         write_pem(directory, "ca.crt", ca.cert_pem)
+        write_pem(directory, "ca.key", ca.key_pem, private=True)
         write_pem(directory, "server.crt", pki.server.cert_pem)
         write_pem(directory, "server.key", pki.server.key_pem, private=True)
         write_pem(directory, "client.crt", pki.client.cert_pem)
@@ -184,8 +197,8 @@ class KonnectivityProxyServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self, port: int | None = None) -> int:
-        """Listen on 127.0.0.1 (``port``, else the last port, else a free one); returns it."""
+    def start(self, port: int | None = None, host: str = "127.0.0.1") -> int:
+        """Listen on ``host`` (``port``, else the last port, else a free one); returns it."""
         import grpc
 
         _pb2, pb2_grpc = proto_modules()
@@ -205,9 +218,9 @@ class KonnectivityProxyServer:
             require_client_auth=True,
         )
         wanted = self.port if port is None else port
-        bound = int(server.add_secure_port(f"127.0.0.1:{wanted}", credentials))
+        bound = int(server.add_secure_port(f"{host}:{wanted}", credentials))
         if not bound:
-            raise RuntimeError(f"cannot listen on 127.0.0.1:{wanted}")
+            raise RuntimeError(f"cannot listen on {host}:{wanted}")
         server.start()
         self._server = server
         self.port = bound
@@ -246,6 +259,16 @@ class KonnectivityProxyServer:
 
     def wait_unstalled(self, timeout: float) -> bool:
         return self._unstalled.wait(timeout)
+
+    def stats(self) -> dict[str, int]:
+        """The counters, for a report."""
+        with self._lock:
+            return {
+                "channels": self.channels,
+                "streams": self.streams,
+                "dials": self.dials,
+                "active_streams": self.active_streams,
+            }
 
 
 def _thread_pool(workers: int) -> Any:
@@ -405,3 +428,40 @@ def _close_socket(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m clustergateway.testing.konnectivity``: run the stand-in until SIGTERM."""
+    import argparse
+    import json
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT")
+    parser.add_argument("--cert-dir", type=Path, required=True)
+    parser.add_argument(
+        "--route", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)"
+    )
+    parser.add_argument("--stats-file", type=Path, help="counters as JSON, rewritten every 0.2s")
+    args = parser.parse_args(argv)
+    server = KonnectivityProxyServer(KonnectivityPki.load_or_create(args.cert_dir))
+    for route in args.route:
+        name, _, address = route.partition("=")
+        host, _, port = address.rpartition(":")
+        server.add_cluster(name, host, int(port))
+    host, _, port = args.listen.rpartition(":")
+    bound = server.start(int(port), host)
+    print(f"konnectivity proxy-server ready on {host}:{bound}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        if args.stats_file is not None:
+            temporary = args.stats_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(server.stats()))
+            temporary.replace(args.stats_file)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
