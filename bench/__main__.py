@@ -33,7 +33,16 @@ import attrs
 from bench.context import MIB, Context, Settings
 from bench.topology import LOAD_CORE, PROXY_CORE, Topology
 
-SCENARIOS = ("crud", "small_get", "watches", "streams", "stalled", "isolation", "drain")
+SCENARIOS = (
+    "crud",
+    "small_get",
+    "watches",
+    "streams",
+    "stalled",
+    "isolation",
+    "drain",
+    "konnectivity",
+)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -531,6 +531,7 @@ def markdown(results: dict[str, Any]) -> str:
             + ".",
         ]
     out += _isolation_markdown(scen.get("isolation")) + _drain_markdown(scen.get("drain"))
+    out += _konnectivity_markdown(scen.get("konnectivity"))
     errors = results.get("errors", {})
     if errors:
         out += ["", "### Scenarios that failed", ""]
@@ -602,6 +603,62 @@ def _drain_markdown(drain: dict[str, Any] | None) -> list[str]:
             ["Watches", "Ended cleanly", "Cut", "Exec sessions finished", "Exit", "s to exit"],
             [row],
         ),
+    ]
+
+
+def _konnectivity_markdown(kp: dict[str, Any] | None) -> list[str]:
+    """The ClusterProxy rows: CRUD and small GETs beside Const, and the tunnel's counters."""
+    if not kp or "crud" not in kp:
+        return []
+    names = (
+        ("direct", "direct"),
+        ("gateway", "gateway (Const)"),
+        ("gateway-konnectivity", "gateway (ClusterProxy)"),
+    )
+    rows = []
+    for step in ("create", "update", "delete", "flow"):
+        row = [step]
+        for key, _label in names:
+            st = _get(kp, "crud", key, step)
+            row.append(
+                "n/a"
+                if not st
+                else f"{st['fastest']:.2f} / {st['slowest']:.2f} / "
+                f"{st['mean']:.2f} ± {st['sd']:.2f}"
+            )
+        rows.append(row)
+    gets = []
+    for key, label in names[1:]:
+        st = _get(kp, "small_get", key)
+        if st:
+            gets.append(
+                [
+                    label,
+                    f"{st['p50']:.3f}",
+                    f"{st['mean']:.3f} ± {st['sd']:.3f}",
+                    f"{st['fastest']:.3f}",
+                    f"{st['slowest']:.3f}",
+                    _fmt(st.get("gateway_cpu_us_per_request"), 1),
+                ]
+            )
+    tunnel = kp.get("tunnel", {})
+    return [
+        "",
+        f"### 8. ClusterProxy through the konnectivity stand-in, {kp['rounds']} CRUD rounds "
+        "(ms: fastest / slowest / mean ± sd)",
+        "",
+        _table(["Step", *(label for _key, label in names)], rows),
+        "",
+        f"Small GETs, {kp['gets']} sequential per target on one keep-alive connection (ms):",
+        "",
+        _table(["Target", "p50", "mean ± sd", "fastest", "slowest", "gateway CPU µs/req"], gets),
+        "",
+        f"Added by the tunnel: p50 {_fmt(_get(kp, 'added_ms', 'p50'), 3)} ms, mean "
+        f"{_fmt(_get(kp, 'added_ms', 'mean'), 3)} ms. The stand-in saw "
+        f"{tunnel.get('channels')} gRPC channel(s), {tunnel.get('streams')} Proxy call(s) and "
+        f"{tunnel.get('dials')} dial(s) for {tunnel.get('requests')} requests: "
+        f"{tunnel.get('requests_per_channel')} requests per channel, "
+        f"{tunnel.get('requests_per_dial')} per dial (Go: 1 and 1).",
     ]
 
 

@@ -148,8 +148,16 @@ class Load:
     def exec(self, _worker: int) -> None:
         while not self.stop.wait(5):
             done = subprocess.run(
-                [self.kubectl, "--kubeconfig", str(self.kubeconfig), "exec", "demo", "--",
-                 "echo", "soak"],
+                [
+                    self.kubectl,
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "exec",
+                    "demo",
+                    "--",
+                    "echo",
+                    "soak",
+                ],
                 capture_output=True,
                 timeout=60,
             )
@@ -181,13 +189,12 @@ def hostile_burst(target: Target, root_prefix: str, total: int, seed: int = 1) -
     """``total`` hostile requests, four in five over HTTP/1.1, 16 at a time."""
     rng = random.Random(seed)
     # Namespace "hostile": the cases' DELETEs must not remove the load's pod.
-    targets = proxy_targets(
-        root_prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy", "hostile"
-    )
+    targets = proxy_targets(root_prefix, f"{API}/unreachable/proxy", f"{API}/nope/proxy", "hostile")
     h2_total = total // 5
     with ThreadPoolExecutor(16) as pool:
-        ok1 = sum(pool.map(lambda r: send_http1(target, r),
-                           http1_cases(rng, targets, total - h2_total)))
+        ok1 = sum(
+            pool.map(lambda r: send_http1(target, r), http1_cases(rng, targets, total - h2_total))
+        )
         ok2 = sum(pool.map(lambda h: send_h2(target, h), h2_cases(rng, targets, h2_total)))
     return {"requests": total, "own_500": total - ok1 - ok2}
 
@@ -212,20 +219,35 @@ def run(minutes: float, hostile: int, watches: int, workdir: Path) -> dict[str, 
             target = targets["simulator"]
             pid = target.process.pid
             kubeconfig = workdir / "gateway.kubeconfig"
-            kubeconfig.write_text(json.dumps({
-                "apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "gw", "cluster": {
-                    "server": target.base, "certificate-authority": str(target.ca)}}],
-                "users": [{"name": "u", "user": {"token": "soak"}}],
-                "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "u"}}],
-                "current-context": "gw",
-            }))
+            kubeconfig.write_text(
+                json.dumps(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "clusters": [
+                            {
+                                "name": "gw",
+                                "cluster": {
+                                    "server": target.base,
+                                    "certificate-authority": str(target.ca),
+                                },
+                            }
+                        ],
+                        "users": [{"name": "u", "user": {"token": "soak"}}],
+                        "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "u"}}],
+                        "current-context": "gw",
+                    }
+                )
+            )
             load = Load(target, kubeconfig, kubectl)
             t0 = time.monotonic()
             samples = []
             # Warm every path once, then the baseline.
-            subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "exec", "demo", "--",
-                            "echo", "warm"], capture_output=True, timeout=60)
+            subprocess.run(
+                [kubectl, "--kubeconfig", str(kubeconfig), "exec", "demo", "--", "echo", "warm"],
+                capture_output=True,
+                timeout=60,
+            )
             hostile_burst(target, target.prefix, 200, seed=99)
             time.sleep(2)
             samples.append(sample(pid, sim_port, t0, "baseline"))
@@ -233,11 +255,15 @@ def run(minutes: float, hostile: int, watches: int, workdir: Path) -> dict[str, 
             time.sleep(5)
             samples.append(sample(pid, sim_port, t0, "after hostile burst"))
             workers: list[tuple[Callable[[int], None], int]] = [
-                (load.crud, 4), (load.watch, watches), (load.exec, 1), (load.hostile, 1)
+                (load.crud, 4),
+                (load.watch, watches),
+                (load.exec, 1),
+                (load.hostile, 1),
             ]
             threads = [
                 threading.Thread(target=fn, args=(i,), daemon=True)
-                for fn, n in workers for i in range(n)
+                for fn, n in workers
+                for i in range(n)
             ]
             for thread in threads:
                 thread.start()
@@ -281,8 +307,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     samples = results["samples"]
     ts = [s["t"] for s in samples]
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-    series = (("rss_kib", "RSS (MiB)", 1 / 1024), ("fds", "open descriptors", 1),
-              ("upstream_sockets", "connections to the cluster", 1))
+    series = (
+        ("rss_kib", "RSS (MiB)", 1 / 1024),
+        ("fds", "open descriptors", 1),
+        ("upstream_sockets", "connections to the cluster", 1),
+    )
     for ax, (key, label, scale) in zip(axes, series, strict=True):
         ax.plot(ts, [s[key] * scale for s in samples], marker="o", color="#e1812c")
         ax.set_ylabel(label)
@@ -324,8 +353,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--hostile", type=int, default=10_000)
     parser.add_argument("--watches", type=int, default=50)
@@ -337,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run(options.minutes, options.hostile, options.watches, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     results["meta"] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,

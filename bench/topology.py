@@ -221,6 +221,7 @@ class Topology:
     nginx_direct: BenchProcess | None = None
     simulator: BenchProcess | None = None
     sink: BenchProcess | None = None
+    konnectivity: BenchProcess | None = None
     ports: dict[str, int] = attrs.field(factory=dict)
 
     def __enter__(self) -> Topology:
@@ -367,6 +368,44 @@ class Topology:
         self.sink = proc
         return proc
 
+    def start_konnectivity(self, routes: dict[str, str]) -> BenchProcess:
+        """The konnectivity proxy-server stand-in (``clustergateway.testing.konnectivity``)
+        on the load core, routing ``routes[cluster] = upstream`` (its counters in
+        :meth:`konnectivity_stats`)."""
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "clustergateway.testing.konnectivity",
+            f"--listen=127.0.0.1:{port}",
+            f"--cert-dir={self.workdir / 'konnectivity'}",
+            f"--stats-file={self.workdir / 'konnectivity-stats.json'}",
+        ]
+        for cluster, upstream in routes.items():
+            argv.append(f"--route={cluster}=127.0.0.1:{self.ports[upstream]}")
+        proc = self._add(start_process("konnectivity", argv, cores=LOAD_CORE, log_dir=self.logs))
+        wait_for_port(port, 30, proc.popen)
+        self.ports["konnectivity"] = port
+        self.konnectivity = proc
+        return proc
+
+    def konnectivity_stats(self) -> dict[str, int]:
+        """The stand-in's counters (channels, streams, dials), as last written (0.2 s)."""
+        time.sleep(0.5)
+        data: dict[str, int] = json.loads((self.workdir / "konnectivity-stats.json").read_text())
+        return data
+
+    def konnectivity_args(self) -> tuple[str, ...]:
+        """The gateway's ``--proxy-*`` flags for the stand-in."""
+        pki = self.workdir / "konnectivity"
+        return (
+            "--proxy-host=127.0.0.1",
+            f"--proxy-port={self.ports['konnectivity']}",
+            f"--proxy-ca-cert={pki / 'ca.crt'}",
+            f"--proxy-cert={pki / 'client.crt'}",
+            f"--proxy-key={pki / 'client.key'}",
+        )
+
     def upstream(self, name: str) -> tuple[str, Path, str | None]:
         """``(endpoint URL, CA file, bearer token)`` of upstream ``name``."""
         if name == "nginx":
@@ -452,13 +491,16 @@ class Topology:
         self,
         extra_args: tuple[str, ...] = (),
         clusters: Mapping[str, tuple[str, Path, str | None]] | None = None,
+        cluster_proxy: dict[str, str] | None = None,
     ) -> Iterator[dict[str, Target]]:
         """A fresh gateway on core 0 (standalone, ``--secrets-dir``), one target per upstream.
 
         Clusters: ``bench`` (nginx), ``bench-sim`` (the simulated cluster),
         ``bench-sink`` (the splice sink) — whichever upstreams are running; or,
         given ``clusters`` (name → endpoint URL, CA file, token), exactly those,
-        targets keyed by cluster name.
+        targets keyed by cluster name.  And ``cluster_proxy[cluster] = upstream``:
+        ``ClusterProxy`` clusters reached through the konnectivity stand-in (target
+        key = the cluster name).
         """
         names = {"nginx": "bench", "simulator": "bench-sim", "sink": "bench-sink"}
         running = [u for u in names if u in self.ports]
@@ -467,24 +509,27 @@ class Topology:
             names = {name: name for name in clusters}
             running = list(clusters)
             endpoints = dict(clusters)
+        tunnelled = dict(cluster_proxy or {})
+        if tunnelled:
+            extra_args = (*self.konnectivity_args(), *extra_args)
         secrets = self.workdir / "gateway-secrets"
         secrets.mkdir(parents=True, exist_ok=True)
         manifests = []
-        for upstream in running:
-            url, ca, token = endpoints[upstream]
+        entries = [(names[u], endpoints[u], "Const") for u in running]
+        entries += [(name, self.upstream(u), "ClusterProxy") for name, u in tunnelled.items()]
+        for cluster, (url, ca, token), endpoint_type in entries:
             data = {"endpoint": url, "ca.crt": ca.read_text(), "token": token or "bench"}
+            labels = {"cluster.core.oam.dev/cluster-credential-type": "ServiceAccountToken"}
+            if endpoint_type == "ClusterProxy":
+                del data["endpoint"]
+                data["tls-server-name"] = "localhost"
+                labels["cluster.core.oam.dev/cluster-endpoint-type"] = "ClusterProxy"
             manifests.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Secret",
                     "type": "Opaque",
-                    "metadata": {
-                        "name": names[upstream],
-                        "namespace": "vela-system",
-                        "labels": {
-                            "cluster.core.oam.dev/cluster-credential-type": "ServiceAccountToken"
-                        },
-                    },
+                    "metadata": {"name": cluster, "namespace": "vela-system", "labels": labels},
                     "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
                 }
             )
@@ -527,10 +572,17 @@ class Topology:
                 )
                 for upstream in running
             }
+            for cluster in tunnelled:
+                targets[cluster] = Target(
+                    "gateway-konnectivity",
+                    f"https://127.0.0.1:{port}{API_GROUP_PATH}/{cluster}/proxy",
+                    proc,
+                    ca if ca.exists() else None,
+                )
             # The registry reads the directory right after the start; wait for the clusters.
             root = Target("gateway", f"https://127.0.0.1:{port}", proc, targets[running[0]].ca)
-            for upstream in running:
-                _probe(root, f"{API_GROUP_PATH}/{names[upstream]}", 20)
+            for cluster, _endpoint, _type in entries:
+                _probe(root, f"{API_GROUP_PATH}/{cluster}", 20)
             yield targets
         finally:
             self.remove(proc)

@@ -132,9 +132,7 @@ def measure_h2(ctx: Context, target: Target, path: str, connections: int) -> dic
     """One warmed-up h2load run through ``target`` with the server's CPU per request."""
     url = target.url(path)
     if ctx.settings.warmup > 0:
-        run_h2load(
-            url, connections=connections, duration=ctx.settings.warmup, cores=ctx.load_core
-        )
+        run_h2load(url, connections=connections, duration=ctx.settings.warmup, cores=ctx.load_core)
     with cpu_window({"server": target.process}) as window:
         result = run_h2load(
             url, connections=connections, duration=ctx.settings.duration, cores=ctx.load_core
