@@ -159,6 +159,7 @@ class GatewayConfig:
     proxy_ca_cert: Path | None = None
     proxy_cert: Path | None = None
     proxy_key: Path | None = None
+    proxy_dial_timeout: float = 10.0
     resync_period: float = 300.0
     api_group: str = DEFAULT_GROUP
     audit_log_path: str | None = None
@@ -334,6 +335,7 @@ class GatewayConfig:
             proxy_ca_cert=proxy_files["proxy-ca-cert"],
             proxy_cert=proxy_files["proxy-cert"],
             proxy_key=proxy_files["proxy-key"],
+            proxy_dial_timeout=_positive_duration("proxy-dial-timeout", opts["proxy-dial-timeout"]),
             resync_period=resync,
             api_group=group,
             audit_log_path=_writable_target("audit-log-path", opts["audit-log-path"]),
@@ -355,8 +357,8 @@ class GatewayConfig:
                 "cluster-health-probe-failure-threshold",
                 opts.get("cluster-health-probe-failure-threshold", "3"),
             ),
-            cluster_health_probe_timeout=_probe_timeout(
-                opts.get("cluster-health-probe-timeout", "5s")
+            cluster_health_probe_timeout=_positive_duration(
+                "cluster-health-probe-timeout", opts.get("cluster-health-probe-timeout", "5s")
             ),
             **_isolation(opts),
         )
@@ -456,10 +458,10 @@ def _ocm_managed_only(opts: Mapping[str, Any]) -> bool:
     return only
 
 
-def _probe_timeout(value: Any) -> float:
-    seconds = _duration("cluster-health-probe-timeout", value)
+def _positive_duration(flag: str, value: Any) -> float:
+    seconds = _duration(flag, value)
     if seconds <= 0:
-        raise ConfigError("cluster-health-probe-timeout", "must be greater than 0")
+        raise ConfigError(flag, "must be greater than 0")
     return seconds
 
 
@@ -582,6 +584,12 @@ class Options(usage.Options):
         ["proxy-ca-cert", None, None, "CA of the konnectivity proxy."],
         ["proxy-cert", None, None, "Client certificate for the konnectivity proxy."],
         ["proxy-key", None, None, "Client key for the konnectivity proxy."],
+        [
+            "proxy-dial-timeout",
+            None,
+            "10s",
+            "Give up a dial through the konnectivity proxy (channel included) after this long.",
+        ],
         ["resync-period", None, "5m", "Full re-list of the hub Secrets (heals missed events)."],
         ["api-group", None, DEFAULT_GROUP, "The served API group."],
         ["workers", None, "1", "Processes serving --secure-port together (SO_REUSEPORT)."],

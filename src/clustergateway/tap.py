@@ -335,7 +335,14 @@ def build_konnectivity(reactor: Any, config: GatewayConfig) -> Any:
         )
     except TLSConfigError as e:
         raise SystemExit(f"{PROG}: {e}") from None
-    return KonnectivityDialer(reactor, config.proxy_host, config.proxy_port, creator)
+    return KonnectivityDialer(
+        reactor,
+        config.proxy_host,
+        config.proxy_port,
+        creator,
+        connect_timeout=config.proxy_dial_timeout,
+        dial_timeout=config.proxy_dial_timeout,
+    )
 
 
 @attrs.frozen

@@ -234,3 +234,28 @@ async def test_tunnel_errors_are_statuses(
     assert via in status["message"], status
     for text in (status["message"],):
         assert "PRIVATE KEY" not in text and "CERTIFICATE" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_proxy_server_times_out_the_dial(
+    sim: SimulatedCluster, konnectivity: KonnectivityProxyServer, gateway_factory: GatewayFactory
+) -> None:
+    """A proxy-server that holds its dial answers: after --proxy-dial-timeout the request
+    is a 504 naming the proxy-server, a Const cluster answers meanwhile, and once the
+    proxy-server moves again so does the ClusterProxy cluster."""
+    const = cluster_secret("direct", endpoint=sim.url, token=sim.token, ca=sim.ca_pem)
+    gateway = await start(
+        gateway_factory, konnectivity, cluster_proxy_secret(sim), const, proxy_dial_timeout=1.0
+    )
+    konnectivity.stalled = True
+    try:
+        code, status = await proxy_get(gateway, "c1")
+        assert code == 504 and status["reason"] == "Timeout", status
+        assert status["message"] == (
+            f"cluster c1: dial tcp c1:443 via konnectivity proxy-server "
+            f"127.0.0.1:{konnectivity.port}: no dial response within 1s"
+        ), status["message"]
+        assert (await proxy_get(gateway, "direct"))[0] == 200
+    finally:
+        konnectivity.stalled = False
+    assert (await proxy_get(gateway, "c1"))[0] == 200

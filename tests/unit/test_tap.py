@@ -134,6 +134,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         (("--kubeconfig", "/nonexistent"), "--kubeconfig: cannot read /nonexistent"),
         (("--proxy-host", "k"), "--proxy-ca-cert: must be specified with --proxy-host"),
         (("--proxy-port", "0", "--proxy-host", "k"), "--proxy-port: must be a port number 1.."),
+        (("--proxy-dial-timeout", "0"), "--proxy-dial-timeout: must be greater than 0"),
         (("--resync-period", "soon"), "--resync-period: invalid duration"),
         (("--resync-period", "0"), "--resync-period: must be greater than 0"),
         (("--api-group", "nodots"), "--api-group: must be a DNS subdomain"),
@@ -346,9 +347,13 @@ def test_proxy_flags_build_the_konnectivity_dialer(tmp_path: Path) -> None:
         f"--proxy-key={paths['c.key']}",
     )
     reactor = MemoryReactorClock()
-    config = parse("--proxy-host=proxy.example", "--proxy-port=8091", *flags)
+    config = parse(
+        "--proxy-host=proxy.example", "--proxy-port=8091", "--proxy-dial-timeout=2500ms", *flags
+    )
     dialer = build_konnectivity(reactor, config)
     assert isinstance(dialer, KonnectivityDialer)
+    assert dialer.dial_timeout == dialer.connect_timeout == 2.5
+    assert parse(*flags).proxy_dial_timeout == 10.0
     assert (dialer.host, dialer.port, dialer.display) == (
         "proxy.example",
         8091,

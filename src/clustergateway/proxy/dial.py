@@ -52,6 +52,7 @@ __all__ = [
     "NoDelayEndpoint",
     "StreamDialer",
     "TunnelError",
+    "TunnelTimeout",
     "UpstreamEndpoint",
     "describe_failure",
 ]
@@ -71,6 +72,10 @@ class TunnelError(Exception):
     The text starts ``via proxy <scheme>://<host>:<port>`` (never with the
     proxy's credentials) and says what the proxy answered.
     """
+
+
+class TunnelTimeout(TunnelError):
+    """The egress proxy did not set up the tunnel in time (a 504, like other dial timeouts)."""
 
 
 class StreamDialer(Protocol):
@@ -314,7 +319,7 @@ class _Attempt:
             message = f"dial tcp {self.address} {cause}"
         else:
             message = f"dial tcp {self.address}: {cause}"
-        cls = DialTimeout if reason.check(error.TimeoutError) else DialError
+        cls = DialTimeout if reason.check(error.TimeoutError, TunnelTimeout) else DialError
         self._transport = None
         self._finish_failure(Failure(cls(message)))
 

@@ -79,8 +79,10 @@ from zope.interface import implementer
 
 from clustergateway.proxy.dial import (
     DialError,
+    DialTimeout,
     DirectDialer,
     TunnelError,
+    TunnelTimeout,
     UpstreamEndpoint,
     describe_failure,
 )
@@ -124,8 +126,8 @@ _CLOSE_WAIT = 5.0
 _PING_DATA = b"cg-konn."
 
 
-class KonnectivityTimeout(TunnelError, error.TimeoutError):
-    """The proxy-server did not answer a dial in time (a 504, like other dial timeouts)."""
+class KonnectivityTimeout(TunnelTimeout):
+    """The proxy-server did not answer a dial (or let the channel up) in time: a 504."""
 
 
 def _now(reactor: Any) -> float:
@@ -488,7 +490,10 @@ class TunnelTransport:
     factory: IProtocolFactory
     result: Deferred[IProtocol]
     random_id: int
+    #: Seconds left for the answer (the dial's limit less the channel's setup).
     timeout: float | None
+    #: The dial's limit, for the message.
+    limit: float = 0.0
     stream_id: int = 0
     connect_id: int = 0
     protocol: IProtocol | None = None
@@ -522,7 +527,7 @@ class TunnelTransport:
         self.cancel_dial()
         if not self.result.called:
             self.result.errback(
-                self._failure(f"no dial response within {self.timeout:g}s", KonnectivityTimeout)
+                self._failure(f"no dial response within {self.limit:g}s", KonnectivityTimeout)
             )
 
     def cancel_dial(self) -> None:
@@ -771,6 +776,7 @@ class KonnectivityDialer:
                 result,
                 random.getrandbits(62) + 1,
                 max(left, 0.001) if self.dial_timeout else None,
+                self.dial_timeout,
             )
             tunnel.append(transport)
             self.dials += 1
@@ -861,7 +867,8 @@ class KonnectivityDialer:
             cause=cause,
             delay=delay,
         )
-        cls = KonnectivityTimeout if failure.check(error.TimeoutError) else TunnelError
+        timed_out = failure.check(DialTimeout, error.TimeoutError)
+        cls = KonnectivityTimeout if timed_out else TunnelError
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.called:

@@ -27,7 +27,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from clustergateway.proxy.dial import TunnelError
+from clustergateway.proxy.dial import TunnelError, TunnelTimeout
 from clustergateway.proxy.konnectivity import (
     KEEPALIVE,
     PING_TIMEOUT,
@@ -253,7 +253,7 @@ def test_dial_timeout_sends_dial_cls(setup: Setup) -> None:
     setup.reactor.advance(10)
     setup.link.pump()
     failure = _failure(result)
-    assert failure.check(KonnectivityTimeout) and failure.check(error.TimeoutError)
+    assert failure.check(KonnectivityTimeout) and failure.check(TunnelTimeout)
     assert "no dial response within 10s" in str(failure.value)
     call = setup.server.calls[stream_id]
     assert call.packets[-1] == Packet(PacketType.DIAL_CLS, random=call.packets[0].random)
