@@ -151,6 +151,7 @@ async def test_killed_proxy_server_ends_watch_then_reconnects(
     watch = StreamingKubectl.start(kubectl, kc, "get", "configmaps", "-w", "--no-headers")
     try:
         await wait_until(lambda: len(sim.watches) >= 1, timeout=30)
+        assert sim.connection_protocols().count("h2") == 1  # the watch: an HTTP/2 stream
         await deferToThread(konnectivity.stop)
         await wait_until(lambda: watch.process.poll() is not None, timeout=30)
         assert watch.process.returncode == 0, watch.stop()
@@ -259,3 +260,32 @@ async def test_stalled_proxy_server_times_out_the_dial(
     finally:
         konnectivity.stalled = False
     assert (await proxy_get(gateway, "c1"))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropped_channel_ends_python_watch_cleanly(
+    sim: SimulatedCluster, konnectivity: KonnectivityProxyServer, gateway_factory: GatewayFactory
+) -> None:
+    """The channel dropped mid-watch (the proxy-server restarts at once): the
+    ``kubernetes`` client's watch ends without an error, and the next list works on
+    a new channel."""
+    from kubernetes import watch
+    from kubernetes.client import CoreV1Api
+
+    gateway = await start(gateway_factory, konnectivity, cluster_proxy_secret(sim))
+    api = CoreV1Api(ProxiedCluster(gateway, sim, "c1", gateway.kubeconfig).api_client())
+
+    def watch_until_end() -> list[str]:
+        seen = []
+        for event in watch.Watch().stream(api.list_namespaced_config_map, "default"):
+            seen.append(event["object"].metadata.name)
+        return seen
+
+    ended = deferToThread(watch_until_end)
+    await wait_until(lambda: len(sim.watches) >= 1, timeout=30)
+    await deferToThread(konnectivity.drop_channels)
+    await ended  # returns: the stream ended cleanly (an error would raise here)
+    await _until_ok(gateway)
+    names = await deferToThread(lambda: api.list_namespaced_config_map("default"))
+    assert names.kind == "ConfigMapList"
+    assert konnectivity.channels == 2

@@ -52,6 +52,7 @@ __all__ = [
     "NoDelayEndpoint",
     "StreamDialer",
     "TunnelError",
+    "TunnelLost",
     "TunnelTimeout",
     "UpstreamEndpoint",
     "describe_failure",
@@ -72,6 +73,12 @@ class TunnelError(Exception):
     The text starts ``via proxy <scheme>://<host>:<port>`` (never with the
     proxy's credentials) and says what the proxy answered.
     """
+
+
+class TunnelLost(error.ConnectionLost):
+    """The tunnel under an established connection went away (a konnectivity channel or
+    call lost): the cluster did not end the connection.  A watch relayed over it may end
+    cleanly at an event boundary (``forward.tunnel_cut_is_clean``)."""
 
 
 class TunnelTimeout(TunnelError):

@@ -8,8 +8,12 @@ the cluster and memory stays flat), and with the exact length the cluster
 sent (``Content-Length`` passed through, otherwise chunked).  A client that
 leaves cancels the upstream request or closes its connection at once.  A body
 the cluster cut short is not turned into a clean end: the client connection is
-dropped so the client sees the truncation.  Twisted's own additions (a
-``Server`` header, an invented ``Content-Type``) are suppressed.
+dropped so the client sees the truncation — except (:func:`tunnel_cut_is_clean`)
+an open-ended stream (a watch) of a ``ClusterProxy`` cluster whose connection
+was lost right after a complete line (a JSON watch event): a lost konnectivity
+channel ends it cleanly, as the apiserver ends a watch, so clients re-watch
+instead of reporting a broken response.  Twisted's
+own additions (a ``Server`` header, an invented ``Content-Type``) are suppressed.
 
 Failures before the response head become a ``Status``: 502 when the cluster
 cannot be reached or breaks the connection, 504 when connecting, the TLS
@@ -23,6 +27,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
@@ -46,8 +51,24 @@ __all__ = [
     "head_timeout_cause",
     "report_failure",
     "upstream_cause",
+    "tunnel_cut_is_clean",
     "upstream_error",
 ]
+
+
+def tunnel_cut_is_clean(reason: Failure, open_ended: bool, line_end: bool) -> bool:
+    """May the response of a tunnelled (``ClusterProxy``) cluster whose upstream
+    connection was lost after the head end cleanly?
+
+    Only an open-ended body (no ``Content-Length``: a watch, ``logs -f``) whose last
+    relayed byte ended a line (a JSON watch event, a log line; nothing relayed yet
+    counts), and only for a lost connection (not a protocol error) — then the client
+    has every complete event and re-watches, as after the apiserver's own end of a
+    watch.  A lost konnectivity channel shows here as a lost connection: the TLS
+    layer above the tunnel reports any end without ``close_notify`` as
+    ``ConnectionLost``, whatever the tunnel said (``TunnelLost``).
+    """
+    return open_ended and line_end and reason.check(ConnectionLost, ConnectionDone) is not None
 
 
 def break_response(request: Any) -> None:
@@ -152,6 +173,11 @@ class StreamingForward:
     _head: bool = False
     _producing: bool = False
     _ticket: Any = None  # the request's admission.Ticket, told how the cluster answered
+    #: No Content-Length (a stream), and whether its last byte relayed ended a line.
+    _open_ended: bool = False
+    _line_end: bool = True
+    #: The cluster is reached through a konnectivity tunnel (``ClusterProxy``).
+    _tunnelled: bool = False
 
     _log = Logger()
 
@@ -165,6 +191,7 @@ class StreamingForward:
         if header_timeout is not None:
             self._timeout = header_timeout
             self._timer = self.reactor.callLater(header_timeout, self._time_out)
+        self._tunnelled = out.upstream.tunnelled
         self._exchange = out.upstream.send(self, out)
 
     def _time_out(self) -> None:
@@ -240,6 +267,7 @@ class StreamingForward:
             out.setRawHeaders(b"content-length", [b"%d" % length])
         request.registerProducer(producer, True)
         self._producing = True
+        self._open_ended = length is None
         if length is None:
             # A stream (a watch, chunked or close-delimited): the head goes out now,
             # as the cluster sent it, not with the first event (client-go's Watch()
@@ -248,6 +276,7 @@ class StreamingForward:
 
     def body_received(self, data: bytes) -> None:
         self.request.write(data)
+        self._line_end = data[-1:] == b"\n"
 
     def body_done(self) -> None:
         self._exchange = None
@@ -277,6 +306,9 @@ class StreamingForward:
                 error=error.message,
             )
             finish_with_status(request, error)
+            return
+        if self._tunnelled and tunnel_cut_is_clean(reason, self._open_ended, self._line_end):
+            self.body_done()
             return
         # Truncated by the cluster (or the network): never a clean end.
         self._log.debug(

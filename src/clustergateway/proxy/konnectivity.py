@@ -82,6 +82,7 @@ from clustergateway.proxy.dial import (
     DialTimeout,
     DirectDialer,
     TunnelError,
+    TunnelLost,
     TunnelTimeout,
     UpstreamEndpoint,
     describe_failure,
@@ -619,9 +620,7 @@ class TunnelTransport:
                 protocol.connectionLost(Failure(error.ConnectionDone()))
             else:
                 protocol.connectionLost(
-                    Failure(
-                        error.ConnectionLost(f"via konnectivity proxy-server {self.proxy}: {why}")
-                    )
+                    Failure(TunnelLost(f"via konnectivity proxy-server {self.proxy}: {why}"))
                 )
 
     # -- ITransport ----------------------------------------------------------------------

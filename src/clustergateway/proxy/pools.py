@@ -87,6 +87,12 @@ class ClusterUpstream:
     #: The connect timeout its connections were built with (seconds).
     connect_timeout: float | None = None
 
+    @property
+    def tunnelled(self) -> bool:
+        """Reached through the konnectivity tunnel (``ClusterProxy``): a watch whose
+        connection is lost at an event boundary ends cleanly (``forward``)."""
+        return self.cluster.endpoint.type == "ClusterProxy"
+
     def send(self, sink: ResponseSink, out: Any) -> Any:
         """Send ``out`` (a ``resource.Outbound``) and relay its answer to ``sink``.
 

@@ -54,6 +54,7 @@ from clustergateway.proxy.forward import (
     SHUTTING_DOWN,
     head_timeout_cause,
     report_failure,
+    tunnel_cut_is_clean,
     upstream_error,
 )
 from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
@@ -274,6 +275,9 @@ class LeanRequest:
     __slots__ = (
         "_args",
         "_chunked",
+        "_line_end",
+        "_open_ended",
+        "_tunnelled",
         "_disconnected",
         "_ended",
         "_exchange",
@@ -339,6 +343,10 @@ class LeanRequest:
         self._producing = False
         self._chunked = False
         self._length_known = False
+        #: No Content-Length (a stream), and whether its last byte relayed ended a line.
+        self._open_ended = False
+        self._line_end = True
+        self._tunnelled = False
         self._no_body = method == b"HEAD"
         self._ended: Callable[[int, int], None] | None = None
         self._release: Callable[[], None] | None = None
@@ -408,6 +416,7 @@ class LeanRequest:
             self._timer = lean.deadlines.add(self, timeout)
         else:
             proxy.open_streams.streams.add(self)
+        self._tunnelled = out.upstream.tunnelled
         self._exchange = out.upstream.send(self, out)
 
     def _crashed(self, failure: Failure) -> None:
@@ -491,7 +500,7 @@ class LeanRequest:
             self._length_known = True
             lines.append(b"Content-Length: %d\r\n" % length)
         elif not self._no_body:
-            self._chunked = True
+            self._chunked = self._open_ended = True
             lines.append(b"Transfer-Encoding: chunked\r\n")
         lines.append(b"\r\n")
         self.startedWriting = True
@@ -505,6 +514,7 @@ class LeanRequest:
             return
         if self._chunked:
             self.channel.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            self._line_end = data[-1:] == b"\n"
         else:
             self.channel.transport.write(data)
 
@@ -531,6 +541,9 @@ class LeanRequest:
         if not head_received:
             report_failure(self._ticket, reason)
             self._respond_status(upstream_error(self.cluster, reason))
+            return
+        if self._tunnelled and tunnel_cut_is_clean(reason, self._open_ended, self._line_end):
+            self.body_done()
             return
         self._break()
 
@@ -643,6 +656,8 @@ class LeanH2Request(LeanRequest):
         elif length is not None:
             self._length_known = True
             headers.append((b"content-length", b"%d" % length))
+        else:
+            self._open_ended = True
         self._write_head(code, headers)
         self.channel.registerProducer(producer, True)
         self._producing = True
@@ -652,6 +667,7 @@ class LeanH2Request(LeanRequest):
         if self._no_body or not data:
             return
         self.channel.write(data)
+        self._line_end = data[-1:] == b"\n"
 
     def body_done(self) -> None:
         self._exchange_over()

@@ -19,8 +19,9 @@ by the same CA and required.
 Counters (``channels``: distinct client connections that made calls;
 ``streams``: ``Proxy`` calls; ``dials``: ``DIAL_REQ`` received) and fault
 knobs: ``refuse_dials`` (answer every dial with that error), ``stalled``
-(hold dial answers and relayed bytes), :meth:`stop` (kill: every channel
-drops) and :meth:`start` again on the same port.
+(hold dial answers and relayed bytes), :meth:`drop_channels` (every channel
+drops mid-stream, the server listens again at once), :meth:`stop` (kill) and
+:meth:`start` again on the same port.
 
 The gRPC servicer runs in ``grpcio``'s thread pool, never on the reactor;
 everything here is thread-safe and the reactor only reads counters.
@@ -233,6 +234,12 @@ class KonnectivityProxyServer:
         self._unstalled.set()
         if server is not None:
             server.stop(grace=None).wait(10)
+
+    def drop_channels(self) -> None:
+        """Drop every channel mid-stream and listen again on the same port at once (a
+        proxy-server restart; blocks briefly, as :meth:`stop`)."""
+        self.stop()
+        self.start(self.port)
 
     @property
     def address(self) -> str:

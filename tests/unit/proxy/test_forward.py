@@ -305,3 +305,24 @@ async def test_header_timeout_is_504_but_not_for_watches(upstream: Upstream, pki
         watch.transport.loseConnection()
     finally:
         await stop_harness(h)
+
+
+def test_tunnel_cut_is_clean_only_at_a_line_end_of_a_stream() -> None:
+    """A lost connection under a tunnelled watch ends it cleanly only for an open-ended
+    body cut right after a complete line (or before any byte); a protocol error, a
+    body with a length, or a cut inside an event stays a broken response."""
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    from clustergateway.proxy.dial import TunnelLost
+    from clustergateway.proxy.forward import tunnel_cut_is_clean
+    from clustergateway.proxy.h1client import UpstreamProtocolError
+
+    lost = Failure(error.ConnectionLost())
+    assert tunnel_cut_is_clean(lost, open_ended=True, line_end=True)
+    assert tunnel_cut_is_clean(Failure(TunnelLost()), open_ended=True, line_end=True)
+    assert tunnel_cut_is_clean(Failure(error.ConnectionDone()), open_ended=True, line_end=True)
+    assert not tunnel_cut_is_clean(lost, open_ended=True, line_end=False)
+    assert not tunnel_cut_is_clean(lost, open_ended=False, line_end=True)
+    protocol = Failure(UpstreamProtocolError("bad chunk"))
+    assert not tunnel_cut_is_clean(protocol, open_ended=True, line_end=True)
