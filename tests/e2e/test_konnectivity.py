@@ -100,6 +100,7 @@ async def test_get_through_the_tunnel(
     assert sim.requests[-1].header("host") == "c1"
 
 
+@pytest.mark.filterwarnings("ignore:Using readBody with a transport")
 @pytest_twisted.ensureDeferred
 async def test_thousand_requests_one_channel(
     sim: SimulatedCluster, konnectivity: KonnectivityProxyServer, gateway_factory: GatewayFactory
