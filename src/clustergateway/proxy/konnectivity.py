@@ -26,6 +26,12 @@ What this module keeps from Go and what it changes:
   ``grpcio`` would run its own threads and hand every chunk across to the
   reactor; this way a tunnelled byte costs one DATA frame and a paused client
   stops acknowledging its stream (per-stream backpressure, as ``h2client``).
+  Measured (``python -m bench.konnectivity_client``: 600-byte echo round trips
+  through the stand-in, 2,000 each, two runs on the shared 2-CPU machine): this
+  client p50 534/547 µs and 244/255 µs CPU per round trip; ``grpcio``'s client
+  with the reactor hand-off p50 338/480 µs and 195/283 µs CPU — the same within
+  this machine's noise, so the choice is by fit: no threads, cancellation and
+  flow control per stream in the reactor's terms, one HTTP/2 stack to maintain.
 - The channel is watched with HTTP/2 PINGs while streams are open
   (:data:`KEEPALIVE`, Go's 20 s) and dropped when one goes unanswered; a lost
   channel ends every stream on it (a watch ends cleanly) and the next dial
