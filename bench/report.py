@@ -254,18 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     crud = scen.get("crud")
     if crud and "targets" in crud:
-        rows = []
-        for step in ("create", "update", "delete", "flow"):
-            row = [step]
-            for name in ORDER:
-                s = _get(crud, "targets", name, step)
-                row.append(
-                    "n/a"
-                    if not s
-                    else f"{s['fastest']:.2f} / {s['slowest']:.2f} / "
-                    f"{s['mean']:.2f} ± {s['sd']:.2f}"
-                )
-            rows.append(row)
+        rows = _crud_rows(crud["targets"], ORDER)
         out += [
             "",
             f"### 1. ConfigMap create → update → delete, {crud['rounds']} rounds "
@@ -606,6 +595,22 @@ def _drain_markdown(drain: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _crud_rows(by_target: dict[str, Any], targets: Any) -> list[list[str]]:
+    """One row per CRUD step: ``fastest / slowest / mean ± sd`` (ms) for each target."""
+    rows = []
+    for step in ("create", "update", "delete", "flow"):
+        row = [step]
+        for name in targets:
+            s = _get(by_target, name, step)
+            row.append(
+                "n/a"
+                if not s
+                else f"{s['fastest']:.2f} / {s['slowest']:.2f} / {s['mean']:.2f} ± {s['sd']:.2f}"
+            )
+        rows.append(row)
+    return rows
+
+
 def _konnectivity_markdown(kp: dict[str, Any] | None) -> list[str]:
     """The ClusterProxy rows: CRUD and small GETs beside Const, and the tunnel's counters."""
     if not kp or "crud" not in kp:
@@ -615,18 +620,7 @@ def _konnectivity_markdown(kp: dict[str, Any] | None) -> list[str]:
         ("gateway", "gateway (Const)"),
         ("gateway-konnectivity", "gateway (ClusterProxy)"),
     )
-    rows = []
-    for step in ("create", "update", "delete", "flow"):
-        row = [step]
-        for key, _label in names:
-            st = _get(kp, "crud", key, step)
-            row.append(
-                "n/a"
-                if not st
-                else f"{st['fastest']:.2f} / {st['slowest']:.2f} / "
-                f"{st['mean']:.2f} ± {st['sd']:.2f}"
-            )
-        rows.append(row)
+    rows = _crud_rows(kp["crud"], [key for key, _label in names])
     gets = []
     for key, label in names[1:]:
         st = _get(kp, "small_get", key)

@@ -23,7 +23,7 @@ __all__ = ["NAME", "UPSTREAMS", "run"]
 NAME = "crud"
 UPSTREAMS = ("simulator",)
 STEPS = ("create", "update", "delete")
-_WARMUP_ROUNDS = 3
+WARMUP_ROUNDS = 3
 
 
 class FlowError(RuntimeError):
@@ -68,25 +68,32 @@ def _flow(conn: Any, target: Target, name: str) -> dict[str, float]:
     return times
 
 
+def flows(targets: list[Target], rounds: int, tag: str) -> dict[str, dict[str, list[float]]]:
+    """``rounds`` flows per target (after the warm-up), interleaved; seconds per step."""
+    run_id = uuid.uuid4().hex[:6]
+    conns = {t.name: t.connection() for t in targets}
+    samples: dict[str, dict[str, list[float]]] = {
+        t.name: {step: [] for step in (*STEPS, "flow")} for t in targets
+    }
+    for i in range(-WARMUP_ROUNDS, rounds):
+        for target in targets:
+            name = f"{tag}-{run_id}-{target.name}-{i + WARMUP_ROUNDS}"
+            times = _flow(conns[target.name], target, name)
+            if i >= 0:
+                for step, seconds in times.items():
+                    samples[target.name][step].append(seconds)
+    for conn in conns.values():
+        conn.close()
+    return samples
+
+
 def run(ctx: Context) -> dict[str, Any]:
     topo = ctx.topo
     rounds = ctx.settings.crud_rounds
-    run_id = uuid.uuid4().hex[:6]
     with topo.kubectl_proxy("simulator") as kp, topo.gateway() as gateways:
         targets = [topo.direct("simulator"), kp, gateways["simulator"]]
-        conns = {t.name: t.connection() for t in targets}
-        samples: dict[str, dict[str, list[float]]] = {
-            t.name: {step: [] for step in (*STEPS, "flow")} for t in targets
-        }
         ctx.log(f"crud: {rounds} rounds of create/update/delete on {len(targets)} targets")
-        for i in range(-_WARMUP_ROUNDS, rounds):
-            for target in targets:
-                times = _flow(conns[target.name], target, f"bench-{run_id}-{target.name}-{i + 3}")
-                if i >= 0:
-                    for step, seconds in times.items():
-                        samples[target.name][step].append(seconds)
-        for conn in conns.values():
-            conn.close()
+        samples = flows(targets, rounds, "bench")
     result: dict[str, Any] = {
         "rounds": rounds,
         "client": "http.client keep-alive, one request at a time (runner on core 1)",

@@ -22,18 +22,17 @@ instead.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from bench.context import Context, stats_ms
-from bench.scenarios.crud import _flow
+from bench.scenarios.crud import WARMUP_ROUNDS, flows
 from bench.topology import CONFIGMAP_PATH, Target
 
 __all__ = ["NAME", "UPSTREAMS", "run"]
 
 NAME = "konnectivity"
 UPSTREAMS = ("simulator", "nginx")
-_WARMUP = 3
+
 _BLOCK = 50
 
 
@@ -58,23 +57,11 @@ def run(ctx: Context) -> dict[str, Any]:
     gets = 500 if ctx.settings.quick else 3000
     topo.start_konnectivity({"bench-sim-kp": "simulator", "bench-kp": "nginx"})
     before = topo.konnectivity_stats()
-    run_id = uuid.uuid4().hex[:6]
     tunnelled = {"bench-sim-kp": "simulator", "bench-kp": "nginx"}
     with topo.gateway(cluster_proxy=tunnelled) as gateways:
         crud_targets = [topo.direct("simulator"), gateways["simulator"], gateways["bench-sim-kp"]]
-        conns = {t.name: t.connection() for t in crud_targets}
-        crud: dict[str, dict[str, list[float]]] = {
-            t.name: {s: [] for s in ("create", "update", "delete", "flow")} for t in crud_targets
-        }
         ctx.log(f"konnectivity: {rounds} CRUD rounds on {len(crud_targets)} targets")
-        for i in range(-_WARMUP, rounds):
-            for target in crud_targets:
-                times = _flow(conns[target.name], target, f"kp-{run_id}-{target.name}-{i + 3}")
-                if i >= 0:
-                    for step, seconds in times.items():
-                        crud[target.name][step].append(seconds)
-        for conn in conns.values():
-            conn.close()
+        crud = flows(crud_targets, rounds, "kp")
 
         get_targets = [gateways["nginx"], gateways["bench-kp"]]
         ctx.log(f"konnectivity: {gets} sequential small GETs per target")
@@ -91,7 +78,7 @@ def run(ctx: Context) -> dict[str, Any]:
         for conn in conns.values():
             conn.close()
         after = topo.konnectivity_stats()
-    requests = (rounds + _WARMUP) * 3 + gets + 20
+    requests = (rounds + WARMUP_ROUNDS) * 3 + gets + 20
     used = {key: after[key] - before.get(key, 0) for key in ("channels", "streams", "dials")}
     small: dict[str, dict[str, float]] = {}
     for name, values in latencies.items():
