@@ -290,3 +290,33 @@ async def test_dropped_channel_ends_python_watch_cleanly(
     names = await deferToThread(lambda: api.list_namespaced_config_map("default"))
     assert names.kind == "ConfigMapList"
     assert konnectivity.channels == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_certificate_is_checked_through_the_tunnel(
+    tmp_path: Any,
+    sim: SimulatedCluster,
+    konnectivity: KonnectivityProxyServer,
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The cluster's certificate is verified inside the tunnel with the Secret's CA: a
+    CA that did not sign it, or a name it does not carry, is a 502 naming the cluster;
+    the same cluster without a CA (not verified, as Go always does) answers."""
+    other = KonnectivityPki.create(tmp_path / "not-the-cluster-ca")
+    for name in ("wrong-ca", "wrong-name", "no-ca"):
+        konnectivity.add_cluster(name, "127.0.0.1", sim.port)
+    gateway = await start(
+        gateway_factory,
+        konnectivity,
+        cluster_proxy_secret(sim, "wrong-ca", ca=other.ca.cert_pem),
+        cluster_proxy_secret(sim, "wrong-name", extra_data={}),  # checked against "wrong-name"
+        cluster_proxy_secret(sim, "no-ca", ca=None, extra_data={}),
+    )
+    for name in ("wrong-ca", "wrong-name"):
+        code, status = await proxy_get(gateway, name)
+        assert code == 502, status
+        assert status["message"].startswith(
+            f"cluster {name}: TLS handshake with {name}:443 failed"
+        ), status["message"]
+    code, body = await proxy_get(gateway, "no-ca")
+    assert code == 200, body
