@@ -152,6 +152,8 @@ class _Stream:
     reader: GrpcMessageReader = attrs.field(factory=GrpcMessageReader)
     out: bytearray = attrs.field(factory=bytearray)
     ending: bool = False
+    #: END_STREAM went out (sending it twice makes h2 close the stream for good).
+    end_sent: bool = False
     paused: bool = False
     unacknowledged: int = 0
     blocked: bool = False
@@ -301,7 +303,8 @@ class GrpcChannel(TwistedProtocol):
                 chunk = bytes(stream.out[:room])
                 del stream.out[:room]
                 h2.send_data(stream_id, chunk)
-            if stream.ending and not stream.out:
+            if stream.ending and not stream.out and not stream.end_sent:
+                stream.end_sent = True
                 h2.end_stream(stream_id)
         except H2Error:
             return  # the stream is closing; its end event tells the tunnel
@@ -311,7 +314,7 @@ class GrpcChannel(TwistedProtocol):
 
     def _send_all_queued(self) -> None:
         for stream_id, stream in list(self.streams.items()):
-            if stream.out or stream.ending:
+            if stream.out or (stream.ending and not stream.end_sent):
                 self._send_queued(stream_id, stream)
 
     def _flush(self) -> None:

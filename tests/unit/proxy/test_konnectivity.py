@@ -246,6 +246,25 @@ def test_refused_dial_names_proxy_server_and_cause(setup: Setup) -> None:
     assert setup.server.calls[stream_id].ended
 
 
+def test_window_update_after_half_close_keeps_the_channel(setup: Setup) -> None:
+    """A connection WINDOW_UPDATE between our END_STREAM and the server's trailers must
+    not send END_STREAM twice (h2 would then close the stream, and the trailers would
+    break the whole channel)."""
+    result, _protocol, stream_id = setup.dial()
+    setup.server.send(stream_id, Packet(PacketType.DIAL_RSP, error="refused"))
+    setup.link.pump()
+    assert setup.server.calls[stream_id].ended
+    setup.server.h2.increment_flow_control_window(1000)
+    setup.link.pump()
+    setup.server.end(stream_id)
+    setup.link.pump()
+    _failure(result)
+    assert setup.link.channel.usable and not setup.link.transport.disconnecting
+    assert setup.dialer.channel is setup.link.channel
+    _t, protocol, _s = setup.connect()  # the channel still dials
+    assert protocol.reason is None
+
+
 def test_dial_timeout_sends_dial_cls(setup: Setup) -> None:
     """No DIAL_RSP within the dial timeout: DIAL_CLS with the random id, the call is
     cancelled and the dial fails as a timeout (a 504 upstream)."""
