@@ -232,8 +232,10 @@ class KonnectivityProxyServer:
         call it from a thread when the reactor must keep running)."""
         server, self._server = self._server, None
         self._unstalled.set()
-        if server is not None:
-            server.stop(grace=None).wait(10)
+        # Wait for the shutdown to finish, so that a restart on the same port never
+        # races the old server's last connections (seconds on a loaded machine).
+        if server is not None and not server.stop(grace=None).wait(60):
+            raise RuntimeError("the konnectivity stand-in did not stop within 60s")
 
     def drop_channels(self) -> None:
         """Drop every channel mid-stream and listen again on the same port at once (a
