@@ -1,11 +1,12 @@
-"""What a bench run starts: upstreams, the two proxies under test, and the targets.
+"""What a bench run starts: upstreams, the three proxies under test, and the targets.
 
 CPU layout (2 cores): the server under test — the gateway, ``kubectl proxy``,
-or nginx itself for the *direct* small-GET rows — runs alone on core 0
-(``PROXY_CORE``); the load generators (wrk, the Python clients) and the
-upstreams they reach through the proxy (nginx, the simulated cluster, the
-splice sink) share core 1 (``LOAD_CORE``).  Go sees one CPU through its
-affinity mask, so ``kubectl proxy`` runs with ``GOMAXPROCS=1``.
+the Go peer (``bench/goproxy``), or nginx itself for the *direct* small-GET
+rows — runs alone on core 0 (``PROXY_CORE``); the load generators (wrk, the
+Python clients) and the upstreams they reach through the proxy (nginx, the
+simulated cluster, the splice sink) share core 1 (``LOAD_CORE``).  Go sees
+one CPU through its affinity mask; both Go proxies are also started with
+``GOMAXPROCS=1``.
 
 Upstreams:
 
@@ -30,6 +31,7 @@ import json
 import os
 import shutil
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -49,6 +51,7 @@ __all__ = [
     "PROXY_CORE",
     "Target",
     "Topology",
+    "build_goproxy",
     "configmap_json",
 ]
 
@@ -62,6 +65,32 @@ BIG_BODIES = {"1m": 1 << 20, "64m": 64 << 20, "300m": 300 << 20}
 #: console script (``tests/unit/bench`` checks the chain), which runs
 #: ``twistd <TWISTD_FLAGS> clustergateway`` on the gateway's reactor.
 GATEWAY_COMMAND = ("cluster-gateway",)
+GOPROXY_SOURCE = Path(__file__).resolve().parent / "goproxy"
+#: Where ``build_goproxy`` puts the Go peer (git-ignored).
+GOPROXY_BINARY = GOPROXY_SOURCE / "bin" / "goproxy"
+
+
+def build_goproxy() -> Path:
+    """Build the Go peer (``bench/goproxy``, standard library only) and return its path.
+
+    ``go build`` is incremental, so this costs about a second once built.  The
+    toolchain is Debian's ``golang-go`` (``scripts/bench-deps.sh`` installs it);
+    no module is fetched (``GOPROXY=off``).
+    """
+    go = shutil.which("go")
+    if go is None:
+        raise ProcessError("go is not installed (run scripts/bench-deps.sh: Debian golang-go)")
+    env = {**os.environ, "GOPROXY": "off", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    done = subprocess.run(
+        [go, "build", "-o", str(GOPROXY_BINARY), "."],
+        cwd=GOPROXY_SOURCE,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise ProcessError(f"go build of bench/goproxy failed:\n{done.stderr.decode()[-2000:]}")
+    return GOPROXY_BINARY
 
 
 def configmap_json() -> bytes:
@@ -95,7 +124,7 @@ def configmap_json() -> bytes:
 
 @attrs.frozen
 class Target:
-    """One way to reach an upstream: ``direct``, ``kubectl-proxy`` or ``gateway``.
+    """One way to reach an upstream: ``direct``, ``kubectl-proxy``, ``go-proxy`` or ``gateway``.
 
     ``base`` is the URL prefix the upstream path is appended to (the gateway's
     ``…/clustergateways/<name>/proxy``); ``process`` is the server whose CPU
@@ -478,11 +507,52 @@ class Topology:
                 ],
                 cores=PROXY_CORE,
                 log_dir=self.logs,
+                env={**os.environ, "GOMAXPROCS": "1"},
             )
         )
         try:
             wait_for_port(port, 20, proc.popen)
             yield Target("kubectl-proxy", f"http://127.0.0.1:{port}", proc)
+        finally:
+            self.remove(proc)
+
+    @contextlib.contextmanager
+    def go_proxy(self, upstream: str) -> Iterator[Target]:
+        """The Go peer for ``upstream``, pinned to core 0 with ``GOMAXPROCS=1``.
+
+        Go's standard-library reverse proxy (``bench/goproxy``): TLS toward
+        its caller with HTTP/2 and HTTP/1.1 offered by ALPN, as the gateway
+        serves; a pooled HTTP/1.1 transport toward the upstream.
+        """
+        binary = build_goproxy()
+        url, ca, token = self.upstream(upstream)
+        pki = self.workdir / "pki"
+        port = free_port()
+        argv = [
+            str(binary),
+            f"-listen=127.0.0.1:{port}",
+            f"-cert={pki / 'tls.crt'}",
+            f"-key={pki / 'tls.key'}",
+            f"-upstream={url}",
+            f"-upstream-ca={ca}",
+        ]
+        if token:
+            argv.append(f"-token={token}")
+        proc = self._add(
+            start_process(
+                f"go-proxy-{upstream}",
+                argv,
+                cores=PROXY_CORE,
+                log_dir=self.logs,
+                env={**os.environ, "GOMAXPROCS": "1"},
+            )
+        )
+        try:
+            try:
+                wait_for_port(port, 20, proc.popen)
+            except ProcessError as e:
+                raise ProcessError(f"go-proxy: {e}\n{proc.log_tail()}") from None
+            yield Target("go-proxy", f"https://127.0.0.1:{port}", proc, self.ca_path)
         finally:
             self.remove(proc)
 

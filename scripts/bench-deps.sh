@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make bench` / `python -m bench` needs beyond the test environment:
 #   Debian: wrk (HTTP/1.1 load generator), nghttp2-client (h2load: HTTP/2), nginx-light (fixed fast upstream; its http_v2 and ssl
-#   modules), util-linux's taskset (CPU pinning; normally present);
+#   modules), util-linux's taskset (CPU pinning; normally present), golang-go (builds the Go peer,
+#   bench/goproxy, into bench/goproxy/bin/: standard library only, no module is fetched);
 #   PyPI (the `bench` extra): matplotlib (plots), py-spy (the gateway profile).
 # Installs only what is missing; apt needs root (CI and the dev machines run as root).
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "bench-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   apt-get update -qq
@@ -23,3 +25,4 @@ fi
   && [ -x "$(dirname "$python")/py-spy" ] \
   || "$python" -m pip install -q -e "$here[bench]"
 command -v kubectl >/dev/null || { echo "bench-deps: kubectl not found on PATH" >&2; exit 1; }
+(cd "$here" && "$python" -c 'from bench.topology import build_goproxy; print("bench-deps: built", build_goproxy())')

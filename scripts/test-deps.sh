@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the end-to-end tests drive for real (egress proxies, load tools).
+# Debian packages the end-to-end tests drive for real (egress proxies, load tools, and
+# golang-go, which builds the bench's Go peer for tests/e2e/test_bench_smoke.py).
 # Installs only what is missing; needs root (CI and the dev machines run as root).
 set -euo pipefail
 need=()
-for pkg_bin in tinyproxy:tinyproxy microsocks:microsocks bsdutils:script curl:curl; do
+for pkg_bin in tinyproxy:tinyproxy microsocks:microsocks bsdutils:script curl:curl golang-go:go; do
   pkg=${pkg_bin%%:*}; bin=${pkg_bin##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -1,10 +1,11 @@
 """Scenario 1: the Go README's flow — create → update → delete a ConfigMap, N rounds.
 
 Against the simulated cluster (it implements CRUD), direct vs ``kubectl
-proxy`` vs the gateway.  The client is a lean keep-alive ``http.client``
-connection per target (not the ``kubernetes`` package, whose own per-call
-overhead of milliseconds would hide the proxies), one request at a time; the
-rounds interleave the three targets so that machine noise hits all alike.
+proxy`` vs the Go proxy (``bench/goproxy``) vs the gateway.  The client is a
+lean keep-alive ``http.client`` connection per target (not the
+``kubernetes`` package, whose own per-call overhead of milliseconds would
+hide the proxies), one request at a time; the rounds interleave the targets
+so that machine noise hits all alike.
 Reports fastest / slowest / mean ± sd per step and per whole flow, in ms.
 """
 
@@ -90,15 +91,24 @@ def flows(targets: list[Target], rounds: int, tag: str) -> dict[str, dict[str, l
 def run(ctx: Context) -> dict[str, Any]:
     topo = ctx.topo
     rounds = ctx.settings.crud_rounds
-    with topo.kubectl_proxy("simulator") as kp, topo.gateway() as gateways:
-        targets = [topo.direct("simulator"), kp, gateways["simulator"]]
+    with (
+        topo.kubectl_proxy("simulator") as kp,
+        topo.go_proxy("simulator") as go,
+        topo.gateway() as gateways,
+    ):
+        targets = [topo.direct("simulator"), kp, go, gateways["simulator"]]
         ctx.log(f"crud: {rounds} rounds of create/update/delete on {len(targets)} targets")
         samples = flows(targets, rounds, "bench")
     result: dict[str, Any] = {
         "rounds": rounds,
         "client": "http.client keep-alive, one request at a time (runner on core 1)",
         "upstream": "simulated cluster (python -m clustergateway.testing) on core 1",
-        "cores": {"direct": None, "kubectl-proxy": ctx.proxy_core, "gateway": ctx.proxy_core},
+        "cores": {
+            "direct": None,
+            "kubectl-proxy": ctx.proxy_core,
+            "go-proxy": ctx.proxy_core,
+            "gateway": ctx.proxy_core,
+        },
         "targets": {
             name: {step: stats_ms(values) for step, values in steps.items()}
             for name, steps in samples.items()

@@ -1,8 +1,10 @@
 """``python -m bench --quick --only crud``: the bench harness runs end to end.
 
 No timing is asserted (the machine is shared); the test proves that the
-harness starts the simulated cluster, ``kubectl proxy`` and the gateway
-pinned to their CPUs, drives the ConfigMap flow through all three, and
+harness starts the simulated cluster, ``kubectl proxy``, the Go peer (built
+from ``bench/goproxy`` with Debian's Go, which ``scripts/test-deps.sh``
+installs) and the gateway pinned to their CPUs, drives the ConfigMap flow
+through all four, and
 writes the results JSON and the Markdown tables (plots need the ``bench``
 extra, matplotlib, which the test environment does not install).
 """
@@ -22,7 +24,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_quick_crud_run_writes_results(tmp_path: Path) -> None:
-    """The quick CRUD scenario yields per-step stats for direct, kubectl proxy and gateway."""
+    """The quick CRUD scenario yields per-step stats for direct, kubectl proxy, the Go
+    proxy and the gateway."""
     done = subprocess.run(
         [
             sys.executable,
@@ -48,7 +51,7 @@ def test_quick_crud_run_writes_results(tmp_path: Path) -> None:
     assert results["errors"] == {}
     crud = results["scenarios"]["crud"]
     assert crud["rounds"] == 5
-    for target in ("direct", "kubectl-proxy", "gateway"):
+    for target in ("direct", "kubectl-proxy", "go-proxy", "gateway"):
         for step in ("create", "update", "delete", "flow"):
             stats = crud["targets"][target][step]
             assert stats["n"] == 5

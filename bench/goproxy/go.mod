@@ -1,0 +1,3 @@
+module clustergateway/bench/goproxy
+
+go 1.19
