@@ -3,7 +3,9 @@
 wrk speaks HTTP/1.1 only, while kubectl and the kube-aggregator talk HTTP/2 to
 an apiserver, which the gateway serves through twisted.web and the h2 stack
 (its lean path is HTTP/1.1 only).  ``h2load -c<n> -m1`` keeps ``n``
-connections with one stream in flight each, the HTTP/2 twin of ``wrk -c<n>``.
+connections with one stream in flight each, the HTTP/2 twin of ``wrk -c<n>``
+(kubectl's shape); ``-c4 -m32`` keeps 32 streams in flight on each of 4
+connections, the kube-aggregator's shape in front of an aggregated apiserver.
 Its own CPU comes from ``wait4``, as for wrk.
 """
 
@@ -40,6 +42,7 @@ class H2LoadResult:
     """One h2load run: succeeded requests, their rate, mean latency, h2load's own CPU."""
 
     connections: int
+    streams: int
     requests: int
     failed: int
     duration_s: float
@@ -50,6 +53,7 @@ class H2LoadResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "connections": self.connections,
+            "streams": self.streams,
             "requests": self.requests,
             "failed": self.failed,
             "duration_s": round(self.duration_s, 3),
@@ -59,13 +63,16 @@ class H2LoadResult:
         }
 
 
-def run_h2load(url: str, *, connections: int, duration: float, cores: str) -> H2LoadResult:
-    """``h2load -c<connections> -m1 -D<duration>`` on ``url`` (TLS, ALPN h2) on ``cores``."""
+def run_h2load(
+    url: str, *, connections: int, duration: float, cores: str, streams: int = 1
+) -> H2LoadResult:
+    """``h2load -c<connections> -m<streams> -D<duration>`` on ``url`` (TLS, ALPN h2),
+    pinned to ``cores``."""
     h2load = shutil.which("h2load")
     if h2load is None:
         raise H2LoadError("h2load is not installed (run scripts/bench-deps.sh)")
     seconds = max(1, round(duration))
-    argv = ["taskset", "-c", cores, h2load, f"-c{connections}", "-m1", f"-D{seconds}", url]
+    argv = ["taskset", "-c", cores, h2load, f"-c{connections}", f"-m{streams}", f"-D{seconds}", url]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     watchdog = threading.Timer(seconds + 60, proc.kill)
     watchdog.start()
@@ -79,7 +86,10 @@ def run_h2load(url: str, *, connections: int, duration: float, cores: str) -> H2
     if parsed is None:
         raise H2LoadError(f"h2load on {url} failed: {output.strip()[-500:]}")
     return H2LoadResult(
-        connections=connections, client_cpu_s=usage.ru_utime + usage.ru_stime, **parsed
+        connections=connections,
+        streams=streams,
+        client_cpu_s=usage.ru_utime + usage.ru_stime,
+        **parsed,
     )
 
 

@@ -11,7 +11,11 @@ Then the fixed-rate point: wrk paced by ``delay()`` (see ``bench.wrk``).
 Rows: *direct* = wrk → nginx pinned to core 0 (the same config as the
 upstream, so "one core of nginx"); *kubectl-proxy* = wrk → plain HTTP →
 ``kubectl proxy`` (core 0) → TLS (h2 if offered) → nginx (core 1);
-*gateway* = wrk → TLS → gateway (core 0) → TLS → nginx (core 1).
+*go-proxy* = wrk → TLS → Go's ``httputil.ReverseProxy`` (core 0) → TLS,
+pooled HTTP/1.1 → nginx (core 1); *gateway* = wrk → TLS → gateway (core 0) →
+TLS → nginx (core 1).  The HTTP/2 rows (h2load) are direct, the Go proxy and
+the gateway at 16 connections × 1 stream (kubectl) and 4 × 32 (the
+kube-aggregator); ``kubectl proxy`` serves HTTP/1.1 only.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Context, cpu_window, foreign_cpu
-from bench.h2load import run_h2load
+from bench.h2load import H2LoadResult, run_h2load
 from bench.topology import CONFIGMAP_PATH, Target
 from bench.wrk import WrkResult, run_wrk
 
 __all__ = ["NAME", "UPSTREAMS", "measure", "measure_h2", "measure_once", "run"]
 
-#: Connections (one stream each) of the HTTP/2 rows.
-H2_CONNECTIONS = 16
+#: The HTTP/2 rows: (connections, streams in flight per connection).
+H2_SHAPES = ((16, 1), (4, 32))
 
 NAME = "small_get"
 UPSTREAMS = ("nginx", "nginx-direct")
@@ -128,20 +132,39 @@ def measure_once(
     return row
 
 
-def measure_h2(ctx: Context, target: Target, path: str, connections: int) -> dict[str, Any]:
+def measure_h2(
+    ctx: Context, target: Target, path: str, connections: int, streams: int = 1
+) -> dict[str, Any]:
     """One warmed-up h2load run through ``target`` with the server's CPU per request."""
     url = target.url(path)
-    if ctx.settings.warmup > 0:
-        run_h2load(url, connections=connections, duration=ctx.settings.warmup, cores=ctx.load_core)
-    with cpu_window({"server": target.process}) as window:
-        result = run_h2load(
-            url, connections=connections, duration=ctx.settings.duration, cores=ctx.load_core
+
+    def h2load(duration: float) -> H2LoadResult:
+        return run_h2load(
+            url, connections=connections, streams=streams, duration=duration, cores=ctx.load_core
         )
+
+    if ctx.settings.warmup > 0:
+        h2load(ctx.settings.warmup)
+    processes = {"server": target.process}
+    if target.name != "direct" and ctx.topo.nginx is not None:
+        processes["upstream"] = ctx.topo.nginx
+    with cpu_window(processes) as window:
+        result = h2load(ctx.settings.duration)
     row = result.as_dict()
     server_cpu = window.used["server"]
     row["server_cpu_s"] = round(server_cpu, 3)
     row["cpu_us_per_request"] = (
         round(server_cpu / result.requests * 1e6, 1) if result.requests else None
+    )
+    row["server_cpu_share"] = (
+        round(server_cpu / result.duration_s, 3) if result.duration_s else None
+    )
+    upstream_cpu = window.used.get("upstream", 0.0)
+    row["upstream_cpu_s"] = round(upstream_cpu, 3)
+    row["load_core_busy"] = (
+        round((result.client_cpu_s + upstream_cpu) / result.duration_s, 3)
+        if result.duration_s
+        else None
     )
     row["core_busy_all"] = window.core_busy
     return row
@@ -157,19 +180,25 @@ def run(ctx: Context) -> dict[str, Any]:
         "cores": {
             "direct": f"nginx on {ctx.proxy_core}, wrk on {ctx.load_core}",
             "kubectl-proxy": f"proxy on {ctx.proxy_core}, wrk + nginx on {ctx.load_core}",
+            "go-proxy": f"proxy on {ctx.proxy_core}, wrk + nginx on {ctx.load_core}",
             "gateway": f"proxy on {ctx.proxy_core}, wrk + nginx on {ctx.load_core}",
         },
         "client_side": {
             "direct": "TLS",
             "kubectl-proxy": "plain HTTP",
+            "go-proxy": "TLS",
             "gateway": "TLS",
         },
         "max_rate": {},
         "fixed_rate": {},
         "upstream_protocol": {},
     }
-    with topo.kubectl_proxy("nginx") as kp, topo.gateway() as gateways:
-        targets = [topo.direct("nginx"), kp, gateways["nginx"]]
+    with (
+        topo.kubectl_proxy("nginx") as kp,
+        topo.go_proxy("nginx") as go,
+        topo.gateway() as gateways,
+    ):
+        targets = [topo.direct("nginx"), kp, go, gateways["nginx"]]
         for target in targets:
             headers = topo.probe(target, CONFIGMAP_PATH)
             results["upstream_protocol"][target.name] = headers.get("x-upstream-protocol")
@@ -181,11 +210,14 @@ def run(ctx: Context) -> dict[str, Any]:
                 row[target.name] = measure(ctx, target, CONFIGMAP_PATH, connections)
             results["max_rate"][str(connections)] = row
         # HTTP/2, as kubectl and the kube-aggregator speak it (kubectl proxy serves HTTP/1.1
-        # only, so the HTTP/2 rows are the gateway and nginx itself).
-        results["h2"] = {"connections": H2_CONNECTIONS}
-        for target in (targets[0], targets[2]):
-            ctx.log(f"small_get: {target.name}, HTTP/2, {H2_CONNECTIONS} connections")
-            results["h2"][target.name] = measure_h2(ctx, target, CONFIGMAP_PATH, H2_CONNECTIONS)
+        # only, so the HTTP/2 rows are nginx itself, the Go proxy and the gateway).
+        results["h2"] = {}
+        for connections, streams in H2_SHAPES:
+            shape: dict[str, Any] = {"connections": connections, "streams": streams}
+            for target in (t for t in targets if t.name != "kubectl-proxy"):
+                ctx.log(f"small_get: {target.name}, HTTP/2, {connections}×{streams}")
+                shape[target.name] = measure_h2(ctx, target, CONFIGMAP_PATH, connections, streams)
+            results["h2"][f"{connections}x{streams}"] = shape
         think = max(1, round(1000 * settings.paced_connections / settings.paced_rate))
         results["fixed_rate_method"] = (
             f"wrk paced with delay(): {settings.paced_connections} connections, each waiting "

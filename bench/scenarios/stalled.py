@@ -27,11 +27,19 @@ def run(ctx: Context) -> dict[str, Any]:
     topo = ctx.topo
     results: dict[str, Any] = {
         "body": "300 MiB",
-        "cores": {"kubectl-proxy": ctx.proxy_core, "gateway": ctx.proxy_core},
+        "cores": {
+            "kubectl-proxy": ctx.proxy_core,
+            "go-proxy": ctx.proxy_core,
+            "gateway": ctx.proxy_core,
+        },
         "targets": {},
     }
-    with topo.kubectl_proxy("nginx") as kp, topo.gateway() as gateways:
-        for target in (kp, gateways["nginx"]):
+    with (
+        topo.kubectl_proxy("nginx") as kp,
+        topo.go_proxy("nginx") as go,
+        topo.gateway() as gateways,
+    ):
+        for target in (kp, go, gateways["nginx"]):
             topo.probe(target, CONFIGMAP_PATH)
             ctx.log(f"stalled: {target.name}, stall {ctx.settings.stall_seconds}s")
             result = stalled_get(

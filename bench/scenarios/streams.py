@@ -6,8 +6,9 @@ upgrades (``POST …/pods/sink/portforward``, ``Upgrade: SPDY/3.1``) to the
 splice sink and moves ``splice_bytes`` down (sink → client) and up; timed
 from the 101 to the last byte.  ``kubectl proxy`` rejects exec/attach paths
 by default (``--reject-paths``) but not port-forward, so the splice uses the
-port-forward path.  The *direct* splice row is client and sink on core 1
-alone: the load side's own ceiling.
+port-forward path.  The Go proxy (``go-proxy``) splices with
+``httputil.ReverseProxy``'s own 101 handling.  The *direct* splice row is
+client and sink on core 1 alone: the load side's own ceiling.
 """
 
 from __future__ import annotations
@@ -79,23 +80,30 @@ def run(ctx: Context) -> dict[str, Any]:
             "large_get": "proxy on 0; wrk + nginx on 1 (direct: nginx on 0, wrk on 1)",
             "splice": "proxy on 0; client + sink on 1 (direct: client + sink on 1)",
         },
-        "client_side": {"direct": "TLS", "kubectl-proxy": "plain HTTP", "gateway": "TLS"},
+        "client_side": {
+            "direct": "TLS",
+            "kubectl-proxy": "plain HTTP",
+            "go-proxy": "TLS",
+            "gateway": "TLS",
+        },
     }
     with (
         topo.kubectl_proxy("nginx") as kp_nginx,
         topo.kubectl_proxy("sink") as kp_sink,
+        topo.go_proxy("nginx") as go_nginx,
+        topo.go_proxy("sink") as go_sink,
         topo.gateway() as gateways,
     ):
         for body in BODIES:
             row: dict[str, Any] = {}
-            for target in (topo.direct("nginx"), kp_nginx, gateways["nginx"]):
+            for target in (topo.direct("nginx"), kp_nginx, go_nginx, gateways["nginx"]):
                 topo.probe(target, f"/big/{body}")
                 ctx.log(f"streams: GET /big/{body} via {target.name}")
                 row[target.name] = measure(ctx, target, f"/big/{body}", 1)
             results["large_get"][body] = row
         for direction in ("down", "up"):
             row = {}
-            for target in (topo.direct("sink"), kp_sink, gateways["sink"]):
+            for target in (topo.direct("sink"), kp_sink, go_sink, gateways["sink"]):
                 ctx.log(f"streams: splice {direction} via {target.name}")
                 try:
                     row[target.name] = _splice_row(ctx, target, direction)

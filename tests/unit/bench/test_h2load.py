@@ -39,3 +39,23 @@ def test_seconds_and_microseconds() -> None:
 
 def test_no_summary_is_none() -> None:
     assert parse_output("connect: Connection refused\n") is None
+
+
+def test_streams_per_connection_reach_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``streams`` becomes ``-m``: 4 connections × 32 streams is ``-c4 -m32``."""
+    import bench.h2load as module
+
+    seen: list[list[str]] = []
+
+    class Done(Exception):
+        pass
+
+    def popen(argv: list[str], **_: object) -> None:
+        seen.append(argv)
+        raise Done
+
+    monkeypatch.setattr(module.shutil, "which", lambda _: "/usr/bin/h2load")
+    monkeypatch.setattr(module.subprocess, "Popen", popen)
+    with pytest.raises(Done):
+        module.run_h2load("https://x/", connections=4, streams=32, duration=1, cores="1")
+    assert seen[0][3:6] == ["/usr/bin/h2load", "-c4", "-m32"]
