@@ -40,7 +40,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src/clustergateway
 
-# Side-by-side load runs (bench/README.md): direct vs kubectl proxy vs the gateway.
+# Side-by-side load runs (bench/README.md): direct vs kubectl proxy vs the Go proxy vs the gateway.
 .PHONY: bench bench-quick bench-soak
 bench: venv
 	bash scripts/bench-deps.sh
