@@ -100,6 +100,7 @@ def _meta() -> dict[str, Any]:
         "kubectl": kubectl,
         "nginx": _version(["nginx", "-v"]).replace("nginx version: ", ""),
         "wrk": _version(["wrk", "--version"]).split(" [")[0].replace("debian/", ""),
+        "go": _version(["go", "version"]).replace("go version ", ""),
         "git_commit": commit + (" (src has uncommitted changes)" if dirty not in ("", "?") else ""),
         "cores": {"server_under_test": PROXY_CORE, "load_and_upstreams": LOAD_CORE},
         "nofile_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)),

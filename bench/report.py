@@ -282,7 +282,8 @@ def markdown(results: dict[str, Any]) -> str:
     out = [
         f"Run {meta.get('date', '?')} on {meta.get('cpu', '?')} ({meta.get('cpus', '?')} CPUs), "
         f"gateway at {meta.get('git_commit', '?')}, {meta.get('kubectl', '?')}, "
-        f"{meta.get('nginx', '?')}, {meta.get('wrk', '?')}; load average before "
+        f"{meta.get('nginx', '?')}, {meta.get('wrk', '?')}, Go {meta.get('go', '?')} (Go proxy); "
+        f"load average before "
         f"{meta.get('loadavg_before')}, after {meta.get('loadavg_after')}. "
         "Cores: the server under test alone on core 0; wrk/clients and upstreams on core 1.",
         "",
