@@ -156,6 +156,7 @@ class Ngh2Connection(Protocol, TimeoutMixin):
             return
         data = self.conn.data_to_send()
         if data:
+            self.resetTimeout()  # type: ignore[no-untyped-call]  # as h2channel: sending is activity
             self.transport.write(data)
         if not self.conn.want_read and not self.conn.want_write:
             self.transport.loseConnection()
