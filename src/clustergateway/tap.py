@@ -36,8 +36,8 @@ from clustergateway.observe.logs import AccessLog
 from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.store import SecretRegistry
+from clustergateway.server.callers import ProxyEntry
 from clustergateway.server.certreload import ServingCertReloader
-from clustergateway.server.leanproxy import LeanProxy
 from clustergateway.server.listen import (
     CertificateError,
     ServingCert,
@@ -500,8 +500,7 @@ def build_service(
     site = GatewaySite(root, reactor=reactor, request_log=access_log.log_request)
     if isinstance(renderer, ClusterProxy) and not config.access_log and not config.audit_log_path:
         # Both logs read twisted.web's Request: with either on, twisted.web serves all.
-        site.lean_proxy = LeanProxy(gv, guard, renderer, reactor)
-        closers.append(site.lean_proxy.deadlines.stop)
+        site.proxy_entry = ProxyEntry(root.gate, renderer)
     if config.ignored_feature_gates:
         _log.warn(
             "--feature-gates: ignoring generic Kubernetes apiserver gates this gateway "

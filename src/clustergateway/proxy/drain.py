@@ -9,14 +9,14 @@ that way: :meth:`OpenStreams.sessions_done` fires when the last one closes by
 itself, and :meth:`OpenStreams.close_sessions` closes those left after the
 grace period.
 
-The request paths register here (``ClusterProxy`` for twisted.web's requests
-and upgrades, ``LeanRequest`` for the lean ones); nothing is tracked for
-ordinary requests, which end on their own within their timeouts.
+The relay (``forward.Relay``) registers long-running responses here and
+``ClusterProxy`` upgraded sessions; nothing is tracked for ordinary requests,
+which end on their own within their timeouts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -86,9 +86,3 @@ class OpenStreams:
                 self._log.failure("Closing an upgraded session on shutdown failed")
             self.discard_session(session)
         return len(sessions)
-
-
-def track_until_finished(streams: OpenStreams, stream: Endable, request: Any) -> None:
-    """Track ``stream`` until twisted.web's ``request`` finishes or its caller leaves."""
-    streams.streams.add(stream)
-    request.notifyFinish().addBoth(lambda _: streams.streams.discard(stream))

@@ -1,6 +1,8 @@
 """Streaming one ordinary (non-upgrade) request to a cluster and its response back.
 
-The response is relayed as it arrives: status, headers and body verbatim
+:class:`Relay` is the one relay of every request path: it writes to an
+:class:`~clustergateway.proxy.answer.Answer`, whichever protocol carried the
+request.  The response is relayed as it arrives: status, headers and body verbatim
 (hop-by-hop headers aside), each chunk written the moment it is read so watch
 events are never delayed, with backpressure (the upstream connection is
 registered as the response's producer, so a stalled client stops reads from
@@ -32,22 +34,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from clustergateway.errors import (
-    BadGateway,
-    GatewayTimeout,
-    ServiceUnavailable,
-    StatusError,
-    render_status,
-)
+from clustergateway.errors import BadGateway, GatewayTimeout, ServiceUnavailable, StatusError
+from clustergateway.proxy.answer import Answer, write_status
 from clustergateway.proxy.dial import DialError, DialTimeout, describe_failure
 from clustergateway.proxy.h1client import NO_BODY_CODES, ResponseHead
 from clustergateway.proxy.headers import response_header_pairs
 
 __all__ = [
     "SHUTTING_DOWN",
-    "StreamingForward",
-    "break_response",
-    "finish_with_status",
+    "HeadDeadlines",
+    "Relay",
     "head_timeout_cause",
     "report_failure",
     "upstream_cause",
@@ -69,36 +65,6 @@ def tunnel_cut_is_clean(reason: Failure, open_ended: bool, line_end: bool) -> bo
     ``ConnectionLost``, whatever the tunnel said (``TunnelLost``).
     """
     return open_ended and line_end and reason.check(ConnectionLost, ConnectionDone) is not None
-
-
-def break_response(request: Any) -> None:
-    """End a response the client must see as incomplete.
-
-    HTTP/1.1: close the connection (no terminal chunk, or fewer bytes than
-    announced).  HTTP/2: reset the stream — ``loseConnection`` there would send
-    END_STREAM, a clean end.
-    """
-    if request.clientproto == b"HTTP/2":
-        abort = getattr(request.channel, "abortConnection", None)
-        if abort is not None:
-            abort()
-            return
-    request.loseConnection()
-
-
-def finish_with_status(request: Any, error: StatusError) -> None:
-    """Answer ``request`` with ``error`` if it can still be answered.
-
-    After the response head went out, the response is broken off instead: the
-    client must not mistake a broken stream for a complete one.
-    """
-    if getattr(request, "_disconnected", False) or request.finished:
-        return
-    if request.startedWriting:
-        break_response(request)
-        return
-    request.write(render_status(request, error))
-    request.finish()
 
 
 #: What a long-running request whose answer had not begun gets at shutdown.
@@ -150,60 +116,142 @@ def report_failure(ticket: Any, failure: Failure) -> None:
     ticket.unreachable(upstream_cause(failure))
 
 
-@attrs.define(slots=True, eq=False)
-class StreamingForward:
-    """One request in flight: the client's ``request`` and the upstream exchange.
+@attrs.define(eq=False)
+class HeadDeadlines:
+    """Response-head deadlines: one timer for every request, checked each second.
 
-    Build one per request and call :meth:`start`; it answers the request by
-    itself from then on.  It is the :class:`~clustergateway.proxy.h1client.ResponseSink`
-    of the exchange: the head becomes the client's status and headers, each
-    body piece one ``request.write``, the upstream connection the response's
-    producer.
+    A ``callLater`` and its ``cancel`` per request were a visible cost; the
+    deadline only bounds a wait of minutes (75 s by default), so it fires
+    between one and two seconds late at most, never early.
     """
 
-    # Twisted's Request, reactor and DelayedCall are zope-interface/untyped
-    # territory that mypy cannot check; they stay Any here.
-    request: Any
     reactor: Any
-    cluster: str
-    _exchange: Any = None  # an h1client.Exchange or h2client.H2Exchange
+    _buckets: dict[int, set[Relay]] = attrs.field(factory=dict)
     _timer: Any = None
-    _timeout: float | None = None
-    _gone: bool = False
-    _head: bool = False
-    _producing: bool = False
-    _ticket: Any = None  # the request's admission.Ticket, told how the cluster answered
-    #: No Content-Length (a stream), and whether its last byte relayed ended a line.
-    _open_ended: bool = False
-    _line_end: bool = True
-    #: The cluster is reached through a konnectivity tunnel (``ClusterProxy``).
-    _tunnelled: bool = False
+
+    def add(self, relay: Relay, timeout: float) -> int:
+        """Time ``relay`` out after ``timeout`` s; returns its bucket, for :meth:`remove`."""
+        second = int(self.reactor.seconds() + timeout) + 1
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = set()
+        bucket.add(relay)
+        if self._timer is None:
+            self._timer = self.reactor.callLater(1.0, self._expire)
+        return second
+
+    def remove(self, relay: Relay, second: int) -> None:
+        bucket = self._buckets.get(second)
+        if bucket is not None:
+            bucket.discard(relay)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.reactor.seconds()
+        for second in sorted(s for s in self._buckets if s <= now):
+            for relay in self._buckets.pop(second):
+                relay.time_out()
+        if self._buckets:
+            self._timer = self.reactor.callLater(1.0, self._expire)
+
+    def stop(self) -> None:
+        """Cancel the timer (shutdown); pending requests are not timed out."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+class Relay:
+    """One request sent to a cluster, and its response relayed to the caller's :class:`Answer`.
+
+    The one relay of every request path.  It is the
+    :class:`~clustergateway.proxy.h1client.ResponseSink` of the exchange: the
+    head becomes the caller's head, each body piece one write, the upstream
+    connection the response's producer.  It bounds the wait for the head
+    (``HeadDeadlines``), tells the request's admission ticket how the cluster
+    answered, and registers long-running responses (``OpenStreams``) so a
+    shutdown can end them cleanly.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_exchange",
+        "_length_known",
+        "_line_end",
+        "_open_ended",
+        "_producing",
+        "_ticket",
+        "_timeout",
+        "_tunnelled",
+        "answer",
+        "cluster",
+        "deadlines",
+        "streams",
+    )
 
     _log = Logger()
 
+    def __init__(
+        self, answer: Answer, cluster: str, deadlines: HeadDeadlines, streams: Any
+    ) -> None:
+        self.answer = answer
+        self.cluster = cluster
+        self.deadlines = deadlines
+        #: ``drain.OpenStreams`` (long-running responses open now).
+        self.streams = streams
+        self._exchange: Any = None  # an h1client.Exchange or h2client.H2Exchange
+        #: The response-head deadline's bucket (``HeadDeadlines``), None when none runs.
+        self._deadline: int | None = None
+        self._timeout: float | None = None
+        self._ticket: Any = None  # the request's admission.Ticket
+        self._producing = False
+        self._length_known = False
+        #: No Content-Length (a stream), and whether its last byte relayed ended a line.
+        self._open_ended = False
+        self._line_end = True
+        #: The cluster is reached through a konnectivity tunnel (``ClusterProxy``).
+        self._tunnelled = False
+
     def start(self, out: Any) -> None:
         """Send ``out`` (a ``resource.Outbound``); the response (or a Status) follows."""
-        header_timeout = out.timeout
-        request = self.request
-        request.defaultContentType = None
-        request.notifyFinish().addErrback(self._client_gone)
         self._ticket = out.ticket
-        if header_timeout is not None:
-            self._timeout = header_timeout
-            self._timer = self.reactor.callLater(header_timeout, self._time_out)
+        timeout = self._timeout = out.timeout
+        if timeout is not None:
+            self._deadline = self.deadlines.add(self, timeout)
+        else:
+            self.streams.streams.add(self)
+        self.answer.when_over(self._over)
         self._tunnelled = out.upstream.tunnelled
         self._exchange = out.upstream.send(self, out)
 
-    def _time_out(self) -> None:
-        self._timer = None
+    def _over(self, gone: bool) -> None:
+        """The request is over: stop the clock, forget it; a caller who left cancels."""
+        self._stop_timer()
+        self.streams.streams.discard(self)
+        exchange, self._exchange = self._exchange, None
+        if gone and exchange is not None:
+            exchange.cancel()
+
+    def time_out(self) -> None:
+        """No response head within the timeout (``HeadDeadlines``): 504."""
+        if self._deadline is None:  # answered meanwhile
+            return
+        self._deadline = None
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.cancel()
         cause = head_timeout_cause(self._timeout)
         if self._ticket is not None:
             self._ticket.unreachable(cause)
-        error = GatewayTimeout(f"cluster {self.cluster}: {cause}", {"name": self.cluster})
-        finish_with_status(self.request, error)
+        write_status(
+            self.answer, GatewayTimeout(f"cluster {self.cluster}: {cause}", {"name": self.cluster})
+        )
+
+    def _stop_timer(self) -> None:
+        second = self._deadline
+        if second is not None:
+            self._deadline = None
+            self.deadlines.remove(self, second)
 
     def end_cleanly(self) -> None:
         """Shutdown: end the response as if complete (a terminating chunk on HTTP/1.1,
@@ -211,91 +259,63 @@ class StreamingForward:
 
         A response of announced length cannot look complete: it is cut instead.
         """
-        self._stop_timer()
         exchange, self._exchange = self._exchange, None
-        self._gone = True  # the exchange's own end, if it comes, is ignored
-        if exchange is not None:
-            exchange.cancel()
-        request = self.request
+        self._exchange_over()
+        try:
+            answer = self.answer
+            if answer.done:
+                return
+            if not answer.started:
+                write_status(answer, ServiceUnavailable(f"cluster {self.cluster}: {SHUTTING_DOWN}"))
+            elif self._length_known:
+                answer.cut()
+            else:
+                answer.finish()
+        finally:
+            if exchange is not None:  # after the end: its failure must not cut the response
+                exchange.cancel()
+
+    def _exchange_over(self) -> None:
+        """The cluster's side ended: its connection no longer feeds the caller's."""
+        self._exchange = None
         if self._producing:
             self._producing = False
-            request.unregisterProducer()
-        if getattr(request, "_disconnected", False) or request.finished:
-            return
-        if not self._head:
-            finish_with_status(
-                request, ServiceUnavailable(f"cluster {self.cluster}: {SHUTTING_DOWN}")
-            )
-        elif request.responseHeaders.hasHeader(b"content-length"):
-            break_response(request)
-        else:
-            request.finish()
-
-    def _stop_timer(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            if timer.active():
-                timer.cancel()
-
-    def _client_gone(self, reason: Failure) -> None:
-        self._gone = True
-        self._stop_timer()
-        exchange, self._exchange = self._exchange, None
-        if exchange is not None:
-            exchange.cancel()
+            self.answer.unproduce()
 
     # -- ResponseSink ------------------------------------------------------------------
 
     def head_received(self, head: ResponseHead, producer: Any) -> None:
         self._stop_timer()
-        self._head = True
         if self._ticket is not None:
             self._ticket.answered()
-        request = self.request
+        answer = self.answer
+        if answer.done:
+            return
         code = head.code
-        request.setResponseCode(code, head.phrase or None)
-        out = request.responseHeaders
-        # Twisted stamps its own Server and Date; the cluster's (if any) are used.
-        out.removeHeader(b"server")
-        out.removeHeader(b"date")
-        add = out.addRawHeader
-        for name, value in response_header_pairs(head.headers):
-            add(name, value)
         length = head.length
-        if length is not None and code not in NO_BODY_CODES:
-            out.setRawHeaders(b"content-length", [b"%d" % length])
-        request.registerProducer(producer, True)
-        self._producing = True
         self._open_ended = length is None
-        if length is None:
-            # A stream (a watch, chunked or close-delimited): the head goes out now,
-            # as the cluster sent it, not with the first event (client-go's Watch()
-            # returns only once it has the head).
-            request.write(b"")
+        self._length_known = (
+            length is not None and code not in NO_BODY_CODES and answer.request.method != b"HEAD"
+        )
+        answer.head(code, head.phrase, response_header_pairs(head.headers), length)
+        answer.produce(producer)
+        self._producing = True
 
     def body_received(self, data: bytes) -> None:
-        self.request.write(data)
+        self.answer.write(data)
         self._line_end = data[-1:] == b"\n"
 
     def body_done(self) -> None:
-        self._exchange = None
-        request = self.request
-        if self._producing:
-            self._producing = False
-            request.unregisterProducer()
-        if self._gone:
-            return
-        request.finish()
+        self._exchange_over()
+        answer = self.answer
+        if not answer.done:
+            answer.finish()
 
     def failed(self, reason: Failure, head_received: bool) -> None:
         self._stop_timer()
-        self._exchange = None
-        request = self.request
-        if self._producing:
-            self._producing = False
-            request.unregisterProducer()
-        if self._gone:
+        self._exchange_over()
+        answer = self.answer
+        if answer.done:
             return
         if not head_received:
             report_failure(self._ticket, reason)
@@ -305,10 +325,10 @@ class StreamingForward:
                 cluster=self.cluster,
                 error=error.message,
             )
-            finish_with_status(request, error)
+            write_status(answer, error)
             return
         if self._tunnelled and tunnel_cut_is_clean(reason, self._open_ended, self._line_end):
-            self.body_done()
+            answer.finish()
             return
         # Truncated by the cluster (or the network): never a clean end.
         self._log.debug(
@@ -316,6 +336,4 @@ class StreamingForward:
             cluster=self.cluster,
             reason=_reasons(reason),
         )
-        if not request.startedWriting:
-            request.write(b"")
-        break_response(request)
+        answer.cut()

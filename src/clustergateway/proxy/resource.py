@@ -4,8 +4,11 @@
 authenticated and authorized for ``clustergateways/proxy``.  It looks the
 cluster up, resolves its credential, decides the identity (the Secret's
 credential, or impersonation of the caller), picks the cluster's connection
-pool and hands the request to :class:`~clustergateway.proxy.forward.StreamingForward`
+pool and hands the request to :class:`~clustergateway.proxy.forward.Relay`
 or, for ``Connection: Upgrade``, to :class:`~clustergateway.proxy.upgrade.UpgradeSplice`.
+:meth:`ClusterProxy.serve` does this for every request path: it works on an
+:class:`~clustergateway.proxy.answer.Answer`, whichever protocol carried the
+request; :meth:`ClusterProxy.render` is its twisted.web form.
 
 Every failure the caller sees is a ``Status``: 404 for an unknown cluster,
 503 for a cluster whose Secret cannot be used (naming the cause), 502/504 for
@@ -19,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -34,15 +37,15 @@ from clustergateway.errors import (
     InternalError,
     ServiceUnavailable,
     StatusError,
-    render_status,
 )
 from clustergateway.observe.labels import request_labels
 from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.admission import ClusterAdmission, Ticket
+from clustergateway.proxy.answer import Answer, WebAnswer, write_status
 from clustergateway.proxy.credentials import CredentialProvider, StaticCredentialProvider
 from clustergateway.proxy.dial import StreamDialer
-from clustergateway.proxy.drain import OpenStreams, track_until_finished
-from clustergateway.proxy.forward import StreamingForward, finish_with_status, upstream_error
+from clustergateway.proxy.drain import OpenStreams
+from clustergateway.proxy.forward import HeadDeadlines, Relay, upstream_error
 from clustergateway.proxy.h1client import request_head
 from clustergateway.proxy.headers import is_upgrade_request, request_headers, serialize_head
 from clustergateway.proxy.konnectivity import KonnectivityDialer
@@ -132,39 +135,15 @@ class Outbound:
         return data if body is None else data + body
 
 
-def _content(request: Any) -> bytes | None:
-    """The request body (Twisted buffers it; the apiserver caps it at ~3 MiB), or
-    None when the request had none, so no Content-Length is invented."""
-    content = request.content
-    if content is None:
-        return None
-    content.seek(0)
-    data: bytes = content.read()
-    if data:
-        return data
-    headers = request.requestHeaders
-    if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):
-        return b""
-    return None
+def _body_length(answer: Answer) -> int:
+    """The request body's length, for the metrics (twisted.web's hold it all by now)."""
+    length = getattr(answer, "body_length", None)
+    return 0 if length is None else int(length())
 
 
 _HEALTH_PATHS = (b"/healthz", b"/livez", b"/readyz")
 #: Methods counted against ``--max-mutating-requests-inflight``.
 _MUTATING = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
-
-
-def _release_at_end(request: Any, ticket: Ticket) -> None:
-    """Release ``ticket`` when ``request`` ends: finished, cut, or its caller gone.
-
-    The lean requests (``server.leanproxy``) call what ``release_at_end`` was
-    given at their end; twisted.web's fire ``notifyFinish`` (for an upgrade,
-    when the spliced connection closes).
-    """
-    hook = getattr(request, "release_at_end", None)
-    if hook is not None:
-        hook(ticket.release)
-    else:
-        request.notifyFinish().addBoth(lambda _: ticket.release())
 
 
 def is_health_path(subpath: bytes) -> bool:
@@ -255,11 +234,14 @@ class ClusterProxy:
     admission: ClusterAdmission | None = None
     #: Long-running responses and upgraded sessions open now (ended at shutdown).
     open_streams: OpenStreams = attrs.field(factory=OpenStreams)
+    #: Response-head deadlines of the requests in flight.
+    deadlines: HeadDeadlines = attrs.field(init=False)
 
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
         self._share_metrics(self.metrics)
+        self.deadlines = HeadDeadlines(self.reactor)
 
     def _share_metrics(self, metrics: GatewayMetrics | None) -> GatewayMetrics | None:
         self.pools.metrics = metrics
@@ -305,54 +287,57 @@ class ClusterProxy:
 
     def close(self) -> Any:
         """Stop following the registry and close idle upstream connections."""
+        self.deadlines.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         return self.pools.close()
 
-    def render(
-        self, request: Request, cluster_name: str, subpath: bytes, user: UserInfo
-    ) -> bytes | int:
-        """Proxy ``request`` to ``cluster_name``; ``subpath`` is the raw path after
+    def render(self, request: Request, cluster_name: str, subpath: bytes, user: UserInfo) -> int:
+        """Proxy twisted.web's ``request`` for ``user`` (already authenticated and
+        authorized) to ``cluster_name``; ``subpath`` is the raw path after
         ``/proxy`` (empty or starting with ``/``, still percent-encoded).
 
-        Returns the bytes of a ``Status`` for errors found at once (unknown
-        cluster), else ``NOT_DONE_YET``: the response is written later.
+        The response, or a ``Status``, is written later: returns ``NOT_DONE_YET``.
         """
-        if self.metrics is not None:
-            self._record(self.metrics, request, cluster_name, subpath)
+        answer = WebAnswer(request)
         try:
-            cluster = self.registry.get(cluster_name)
-        except StatusError as e:
-            return render_status(request, e)
-        try:
-            outcome = run_eagerly(self._proxy(request, cluster, subpath, user))
+            outcome = run_eagerly(self.serve(answer, cluster_name, subpath, user))
         except BaseException:
-            self._failed(Failure(), request, cluster_name)
+            self._failed(Failure(), answer, cluster_name)
             return NOT_DONE_YET
         if isinstance(outcome, Pending):
-            outcome.deferred.addErrback(self._failed, request, cluster_name)
+            outcome.deferred.addErrback(self._failed, answer, cluster_name)
         return NOT_DONE_YET
 
-    def _record(
-        self, metrics: GatewayMetrics, request: Request, cluster_name: str, subpath: bytes
-    ) -> None:
-        """In flight from now; counted with the code the caller got when it ends.
+    async def serve(
+        self, answer: Answer, cluster_name: str, subpath: bytes, user: UserInfo
+    ) -> int:
+        """Proxy the request ``answer`` holds to ``cluster_name`` for ``user``.
 
-        That is when the response finishes or the client leaves; for an
-        upgrade, when the spliced connection closes (the splice sets
-        ``request.code`` to the 101 or the code it relayed).
+        The one serving coroutine of every request path (after the ``Gate``):
+        counts the request, resolves the cluster, builds the outbound request
+        (:meth:`outbound`: target check, admission, credential, identity) and
+        relays the answer, or splices an upgrade.  A ``StatusError`` raised
+        before anything was sent is the caller's answer (the ``Gate`` writes it).
+        Returns ``NOT_DONE_YET``: the answer is written as the cluster's arrives.
         """
-        content = request.content  # the whole body is in by now; Twisted closes it at the end
-        body_length = 0
-        if content is not None:
-            position = content.tell()
-            body_length = content.seek(0, 2)
-            content.seek(position)
-        ended = self.record_start(
-            metrics, cluster_name, request.method, subpath, request.uri, body_length
-        )
-        request.notifyFinish().addBoth(lambda _: ended(request.code, request.sentLength))
+        request = answer.request
+        metrics = self.metrics
+        if metrics is not None:
+            ended = self.record_start(
+                metrics, cluster_name, request.method, subpath, request.uri, _body_length(answer)
+            )
+            answer.when_over(lambda _: ended(answer.code, answer.sent))
+        cluster = self.registry.get(cluster_name)
+        out = await self.outbound(answer, cluster, subpath, user)
+        if out is None:
+            return NOT_DONE_YET
+        if out.upgrade:
+            self._splice(answer, cluster, out)
+        else:
+            Relay(answer, cluster.name, self.deadlines, self.open_streams).start(out)
+        return NOT_DONE_YET
 
     def record_start(
         self,
@@ -446,17 +431,17 @@ class ClusterProxy:
         )
 
     async def outbound(
-        self, request: Any, cluster: ClusterGateway, subpath: bytes, user: UserInfo
+        self, answer: Answer, cluster: ClusterGateway, subpath: bytes, user: UserInfo
     ) -> Outbound | None:
-        """What to send to ``cluster`` for ``request``, or None when the caller already left.
+        """What to send to ``cluster`` for ``answer``'s request, or None when the
+        caller already left.
 
         Checks the target (``--authorize-proxy-subpath``), admits the request
         (:meth:`admit`: health, caps, circuit; its ticket is released when the
-        request ends), resolves the credential and identity, picks the upstream
-        and assembles the head's parts.  ``request`` is a twisted.web ``Request``
-        or the HTTP/1.1 lean request (``server.leanproxy``), which offer the same
-        attributes for this.
+        request is over), resolves the credential and identity, picks the
+        upstream and assembles the head's parts.
         """
+        request = answer.request
         method = request.method
         _, query = split_uri(request.uri)
         try:
@@ -494,12 +479,13 @@ class ClusterProxy:
             if ticket is not None:
                 ticket.release()
             raise
-        if getattr(request, "_disconnected", False):
+        if answer.done:
             if ticket is not None:
                 ticket.release()
             return None
         if ticket is not None:
-            _release_at_end(request, ticket)
+            release = ticket.release
+            answer.when_over(lambda _: release())
         target = upstream.target
         path = join_path(target.base_path, subpath)
         if query_out:
@@ -520,9 +506,7 @@ class ClusterProxy:
             timeout = ticket.limits.response_header_timeout
         else:
             timeout = self.settings.response_header_timeout
-        return Outbound(
-            upstream, method, path, headers, _content(request), upgrade, timeout, ticket
-        )
+        return Outbound(upstream, method, path, headers, answer.body(), upgrade, timeout, ticket)
 
     async def probe(self, cluster: ClusterGateway, path: bytes, timeout: float) -> ProbeAnswer:
         """``GET path`` on ``cluster`` as the gateway itself: the Secret's credential,
@@ -556,38 +540,32 @@ class ClusterProxy:
             if timer.active():
                 timer.cancel()
 
-    async def _proxy(
-        self, request: Request, cluster: ClusterGateway, subpath: bytes, user: UserInfo
-    ) -> None:
-        out = await self.outbound(request, cluster, subpath, user)
-        if out is None:
-            return
+    def _splice(self, answer: Answer, cluster: ClusterGateway, out: Outbound) -> None:
+        """Splice an upgrade (exec, attach, port-forward): twisted.web's request only,
+        whose channel the splice takes over."""
+        request = answer.request
         body = out.body
-        if out.upgrade:
-            head_headers = out.headers
-            if body is not None:
-                head_headers.append((b"Content-Length", [b"%d" % len(body)]))
-            head = serialize_head(out.method, out.path, head_headers)
-            if body is not None:
-                head += body
-            splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
-            splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
-            splice.ticket = out.ticket
-            streams = self.open_streams
-            streams.add_session(splice)
-            request.notifyFinish().addBoth(lambda _: streams.discard_session(splice))
-            splice.start(out.upstream.endpoint, head)
-            return
-        forward = StreamingForward(request, self.reactor, cluster.name)
-        if out.timeout is None:
-            track_until_finished(self.open_streams, forward, request)
-        forward.start(out)
+        head_headers = out.headers
+        if body is not None:
+            head_headers.append((b"Content-Length", [b"%d" % len(body)]))
+        head = serialize_head(out.method, out.path, head_headers)
+        if body is not None:
+            head += body
+        splice = UpgradeSplice(request, self.reactor, cluster.name, self.settings.splice)
+        splice.metrics = self.metrics.cluster(cluster.name) if self.metrics else None
+        splice.ticket = out.ticket
+        streams = self.open_streams
+        streams.add_session(splice)
+        answer.when_over(lambda _: streams.discard_session(splice))
+        splice.start(out.upstream.endpoint, head)
 
-    def _failed(self, failure: Failure, request: Request, cluster: str) -> None:
+    def _failed(self, failure: Failure, answer: Answer, cluster: str) -> None:
+        if failure.check(CancelledError):
+            return
         error = failure.value
         if not isinstance(error, StatusError):
             self._log.failure(
                 "Proxying a request to cluster {cluster} failed", failure, cluster=cluster
             )
             error = InternalError(f"cluster {cluster}: internal error while proxying")
-        finish_with_status(request, error)
+        write_status(answer, error)

@@ -44,7 +44,8 @@ from twisted.web.http import _ChunkedTransferDecoder
 
 from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
 from clustergateway.observe.metrics import ClusterMetrics
-from clustergateway.proxy.forward import finish_with_status, report_failure, upstream_error
+from clustergateway.proxy.answer import WebAnswer, write_status
+from clustergateway.proxy.forward import report_failure, upstream_error
 from clustergateway.proxy.h1client import NO_BODY_CODES
 from clustergateway.takeover import can_take_over, take_over
 
@@ -189,7 +190,7 @@ class UpgradeSplice:
         """Dial the cluster and send ``head`` (the request head and body)."""
         request = self.request
         if not can_take_over(request):
-            finish_with_status(
+            _write_status(
                 request, BadRequest("connection upgrades need an HTTP/1.1 connection")
             )
             return
@@ -218,7 +219,7 @@ class UpgradeSplice:
         self._close_timers()
         self.state = "closed"
         report_failure(self.ticket, failure)
-        finish_with_status(self.request, upstream_error(self.cluster, failure))
+        _write_status(self.request, upstream_error(self.cluster, failure))
 
     def _client_gone_early(self, _reason: Failure) -> None:
         if self.state in ("dialing", "head"):
@@ -284,7 +285,7 @@ class UpgradeSplice:
 
     def _fail_head(self, why: str) -> None:
         self._abort_upstream()
-        finish_with_status(self.request, BadGateway(f"cluster {self.cluster}: {why}"))
+        _write_status(self.request, BadGateway(f"cluster {self.cluster}: {why}"))
 
     def _take_over(self, head: bytes) -> bool:
         try:
@@ -380,7 +381,7 @@ class UpgradeSplice:
         if state == "head":
             self.state = "closed"
             self._close_timers()
-            finish_with_status(
+            _write_status(
                 self.request,
                 BadGateway(
                     f"cluster {self.cluster}: the connection closed before the upgrade was answered"
@@ -459,7 +460,7 @@ class UpgradeSplice:
         self._life_timer = None
         if self.state in ("dialing", "head"):
             self._abort_upstream()
-            finish_with_status(
+            _write_status(
                 self.request,
                 GatewayTimeout(f"cluster {self.cluster}: no answer to the upgrade request"),
             )
@@ -486,3 +487,8 @@ class UpgradeSplice:
             if timer is not None and timer.active():
                 timer.cancel()
         self._idle_timer = self._life_timer = None
+
+
+def _write_status(request: Any, error: Any) -> None:
+    """Answer twisted.web's ``request`` with ``error`` (``answer.write_status``)."""
+    write_status(WebAnswer(request), error)

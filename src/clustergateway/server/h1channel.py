@@ -121,9 +121,9 @@ class H1Channel(HTTPChannel):
     #: (Twisted asks zope for every request; the answer changes with the factory).
     _factory: Any = None
     _unqueued = False
-    #: Serves proxied requests without twisted.web's ``Request`` when it takes them
-    #: (``server.leanproxy.LeanProxy``, set by the site); None: all go to twisted.web.
-    lean: Any = None
+    #: Answers proxied requests without twisted.web's ``Request`` when it takes them
+    #: (``server.callers.ProxyEntry``, set by the site); None: all go to twisted.web.
+    proxy_entry: Any = None
 
     # -- what Twisted calls ----------------------------------------------------------
 
@@ -155,10 +155,11 @@ class H1Channel(HTTPChannel):
             self._parse(extra)
 
     def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
-        """The idle timer fired: close, unless a (lean) request is being handled.
+        """The idle timer fired: close, unless a request is being handled.
 
-        twisted.web stops the timer while it handles a request; the lean proxy
-        path leaves it running, so it is re-armed here instead.
+        twisted.web stops the timer while it handles a request; a request the
+        channel answers itself (``server.callers``) leaves it running, so it
+        is re-armed here instead.
         """
         if self._handlingRequest:
             self.setTimeout(self.timeOut)  # type: ignore[no-untyped-call]
@@ -286,13 +287,13 @@ class H1Channel(HTTPChannel):
                 raw[name] = [value]
             else:
                 values.append(value)
-        lean = self.lean
+        entry = self.proxy_entry
         if (
-            lean is not None
+            entry is not None
             and not framing
             and not self.requests
             and version == b"HTTP/1.1"
-            and lean.take(self, method, url, received)
+            and entry.take(self, method, url, received)
         ):
             return
         factory = self.requestFactory

@@ -24,7 +24,7 @@ upstream connections to a cluster) it took a third of the CPU of sending an
 event to all of them.
 Everything else — stream state, flow control, priorities, resets, control
 frames, timeouts — is Twisted's.  Proxied requests without a body go to the
-lean path (``server.leanproxy``, :class:`~clustergateway.server.leanproxy.H2Head`)
+channel's own answers (``server.callers``, :class:`~clustergateway.server.callers.H2Head`)
 instead of twisted.web's ``Request``, as on HTTP/1.1.
 
 :class:`ChannelSwitch` is Twisted's ALPN switch (``_GenericHTTPChannelProtocol``)
@@ -49,8 +49,8 @@ from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 
+from clustergateway.server.callers import H2Head
 from clustergateway.server.h2guard import FloodGuard, GuardedH2Connection
-from clustergateway.server.leanproxy import H2Head
 
 __all__ = ["ChannelSwitch", "GatewayH2Connection", "RoundRobin"]
 
@@ -134,9 +134,9 @@ class GatewayH2Connection(H2Connection):
     _host: Any = None
     _flood_logged = False
 
-    #: Proxied requests without a body are served by this
-    #: (``server.leanproxy.LeanProxy``) rather than twisted.web; None: all by twisted.web.
-    lean: Any = None
+    #: Proxied requests without a body are taken by this
+    #: (``server.callers.ProxyEntry``) rather than twisted.web; None: all by twisted.web.
+    proxy_entry: Any = None
 
     def __init__(self, reactor: Any, header_list_size: int) -> None:
         """``header_list_size``: the largest request head accepted, the HTTP/1.1
@@ -188,16 +188,16 @@ class GatewayH2Connection(H2Connection):
             # error (RFC 9113 §8.2.1), as Go's server answers it.
             self.conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
-        lean = self.lean
-        if lean is None or event.stream_ended is None:
+        entry = self.proxy_entry
+        if entry is None or event.stream_ended is None:
             super()._requestReceived(event)  # type: ignore[no-untyped-call]
             return
         # The stream builds its request from ``requestFactory`` as it is made:
         # for a request that ended with its headers, that is an ``H2Head``,
-        # which hands it to the lean path or to twisted.web once complete.
+        # which hands it to the proxy entry or to twisted.web once complete.
         this: Any = self
         factory = this.requestFactory
-        this.requestFactory = lambda stream, queued=False: H2Head(lean, stream)
+        this.requestFactory = lambda stream, queued=False: H2Head(entry, stream)
         try:
             super()._requestReceived(event)  # type: ignore[no-untyped-call]
         finally:
@@ -343,7 +343,7 @@ class ChannelSwitch(_GenericHTTPChannelProtocol):
         channel.factory = this._factory
         channel.timeOut = this._timeOut
         channel.callLater = this._callLater
-        channel.lean = getattr(old, "lean", None)
+        channel.proxy_entry = getattr(old, "proxy_entry", None)
         this._channel = channel
         channel.makeConnection(transport)
         producer.registerProducer(channel, True)

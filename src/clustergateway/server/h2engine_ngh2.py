@@ -6,7 +6,7 @@ connection-side interface that :class:`~clustergateway.server.h2channel.GatewayH
 offers Twisted's ``H2Stream`` (``writeHeaders``, ``writeDataToStream``,
 ``endRequest``, ``abortRequest``, ``openStreamWindow``,
 ``remainingOutboundWindow``, ``getPeer``/``getHost``/``_isSecure``, the 100
-and 400 answers), so twisted.web requests and the lean path's ``H2Head`` run
+and 400 answers), so twisted.web requests and the proxy entry.s ``H2Head`` run
 on it unchanged, with framing, HPACK, flow control, stream scheduling and
 the protocol checks done by libnghttp2 instead of h2/hpack/hyperframe.
 
@@ -35,7 +35,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Stream
 
-from clustergateway.server.leanproxy import H2Head
+from clustergateway.server.callers import H2Head
 
 __all__ = ["Ngh2Connection"]
 
@@ -51,8 +51,8 @@ class Ngh2Connection(Protocol, TimeoutMixin):
     factory: Any = None
     site: Any = None
     requestFactory: Any = None  # noqa: N815 - Twisted's name
-    #: ``server.leanproxy.LeanProxy`` for proxied requests without a body (None: twisted.web).
-    lean: Any = None
+    #: ``server.callers.ProxyEntry`` for proxied requests without a body (None: twisted.web).
+    proxy_entry: Any = None
 
     def __init__(self, reactor: Any, header_list_size: int) -> None:
         self._reactor = reactor
@@ -123,12 +123,12 @@ class Ngh2Connection(Protocol, TimeoutMixin):
                 return
 
     def _request_received(self, event: Any) -> None:
-        lean = self.lean
+        entry = self.proxy_entry
         factory = self.requestFactory
-        if lean is not None and event.end_stream:
-            # As GatewayH2Connection: a request without a body may go the lean way.
+        if entry is not None and event.end_stream:
+            # As GatewayH2Connection: a request without a body may be taken by the proxy entry.
             def factory(stream: Any, queued: bool = False) -> Any:
-                return H2Head(lean, stream)
+                return H2Head(entry, stream)
 
         headers = list(event.headers)
         stream = H2Stream(event.stream_id, self, headers, factory, self.site, self.factory)
@@ -203,7 +203,7 @@ class Ngh2Connection(Protocol, TimeoutMixin):
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
         self.connectionLost(Failure(ConnectionLost("Producing stopped")))
 
-    # -- what H2Stream (and the lean path) call ----------------------------------
+    # -- what H2Stream (and the proxy entry) call ----------------------------------
 
     def writeHeaders(  # noqa: N802 - Twisted's name
         self, version: bytes, code: bytes, reason: bytes, headers: Any, streamID: int

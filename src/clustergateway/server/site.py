@@ -167,9 +167,9 @@ class GatewaySite(server.Site):
         self.max_request_body = max_request_body
         self.max_header_bytes = max_header_bytes
         self.request_log = request_log
-        #: Proxied HTTP/1.1 requests served without twisted.web's Request
-        #: (``server.leanproxy.LeanProxy``); None: twisted.web serves all.
-        self.lean_proxy: Any = None
+        #: Proxied requests (HTTP/1.1 heads, HTTP/2 streams) answered without twisted.web's Request
+        #: (``server.callers.ProxyEntry``); None: twisted.web serves all.
+        self.proxy_entry: Any = None
         #: Every client connection's protocol, while it lives (shutdown drains them).
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -184,7 +184,7 @@ class GatewaySite(server.Site):
         channel.MAX_LENGTH = self.max_header_bytes
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
         channel.maxHeaders = 1000
-        channel.lean = self.lean_proxy
+        channel.proxy_entry = self.proxy_entry
         # Only an h2 connection that replaces the HTTP/1.1 channel reads this:
         # closed when it has had no open stream for that long (h2channel).
         protocol._timeOut = self.timeOut

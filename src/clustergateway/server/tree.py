@@ -31,6 +31,7 @@ import attrs
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -39,9 +40,10 @@ from clustergateway import errors
 from clustergateway.api.discovery import AGGREGATED_CONTENT_TYPES, DiscoveryDocuments
 from clustergateway.api.openapi import OpenAPIDocuments
 from clustergateway.api.types import GroupVersion
-from clustergateway.auth.guard import RequestGuard
+from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.auth.user import UserInfo
 from clustergateway.eager import Pending, run_eagerly
+from clustergateway.proxy.answer import Answer, WebAnswer, write_status
 from clustergateway.server.negotiate import parse_accept
 from clustergateway.server.probes import Check, ProbeResource
 from clustergateway.server.resources import ClusterResources, HealthWriter, ServedRegistry
@@ -66,25 +68,12 @@ class ClusterProxyRenderer(Protocol):
     ) -> bytes | int: ...
 
 
-def _gone(request: IRequest) -> bool:
-    return bool(getattr(request, "finished", False) or getattr(request, "_disconnected", False))
-
-
 def finish_with(request: IRequest, body: bytes) -> None:
     """Write ``body`` and finish, unless the client is already gone."""
-    if _gone(request):
+    if request.finished or getattr(request, "_disconnected", False):  # type: ignore[attr-defined]
         return
     request.write(body)
     request.finish()
-
-
-def finish_with_status(request: IRequest, error: errors.StatusError) -> None:
-    if _gone(request):
-        return
-    if getattr(request, "startedWriting", False):
-        request.loseConnection()  # type: ignore[attr-defined]  # too late for a Status: cut the response short
-        return
-    finish_with(request, errors.render_status(request, error))
 
 
 def json_body(request: IRequest, body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -113,42 +102,68 @@ class Gate:
         route: Discovery | ResourcePath | None,
         handler: Handler,
     ) -> int:
-        # Usually nothing waits (cached review answers, a static credential): then
-        # no Deferred is built and there is nothing to cancel when the caller leaves.
-        outcome = run_eagerly(self._run(request, route, handler))
-        if isinstance(outcome, Pending):
-            d = outcome.deferred
-            request.notifyFinish().addErrback(lambda _: d.cancel())  # type: ignore[attr-defined]
-        return NOT_DONE_YET
-
-    async def _run(
-        self, request: IRequest, route: Discovery | ResourcePath | None, handler: Handler
-    ) -> None:
+        """Serve twisted.web's ``request`` with ``handler`` once the caller may."""
+        answer = WebAnswer(request)
         try:
             attributes = request_attributes(
                 request.method, request.path, route, request.args or {}, self.gv
             )
+        except Exception as e:
+            self._refuse(answer, e)
+            return NOT_DONE_YET
+        self.serve(answer, attributes, lambda user: handler(request, user))
+        return NOT_DONE_YET
+
+    def serve(
+        self,
+        answer: Answer,
+        attributes: RequestAttributes,
+        handler: Callable[[UserInfo], Awaitable[bytes | int]],
+    ) -> None:
+        """Authenticate and authorize the caller of ``answer``, then run ``handler``.
+
+        The one gate of every request path: twisted.web's requests come through
+        :meth:`run`, the channels' proxied requests (``server.callers``) straight here.
+        """
+        # Usually nothing waits (cached review answers, a static credential): then
+        # no Deferred is built and there is nothing to cancel when the caller leaves.
+        outcome = run_eagerly(self._run(answer, attributes, handler))
+        if isinstance(outcome, Pending):
+            d = outcome.deferred
+            answer.when_over(lambda gone: d.cancel() if gone else None)
+
+    async def _run(
+        self,
+        answer: Answer,
+        attributes: RequestAttributes,
+        handler: Callable[[UserInfo], Awaitable[bytes | int]],
+    ) -> None:
+        request = answer.request
+        try:
             user = await self.guard.authenticate(request)
-            request.gateway_user = user  # type: ignore[attr-defined]
+            request.gateway_user = user
             await self.guard.authorize(user, attributes)
-            body = await handler(request, user)
+            body = await handler(user)
         except CancelledError:
             return
-        except errors.StatusError as e:
-            finish_with_status(request, e)
-            return
-        except Exception:
-            self._log.failure(
-                "Serving {method} {path} failed",
-                method=request.method.decode("ascii", "replace"),
-                path=request.path.decode("utf-8", "replace"),
-            )
-            finish_with_status(
-                request, errors.InternalError("Internal error occurred: see the gateway log")
-            )
+        except Exception as e:
+            self._refuse(answer, e)
             return
         if body is not NOT_DONE_YET:
             finish_with(request, body)  # type: ignore[arg-type]
+
+    def _refuse(self, answer: Answer, error: Exception) -> None:
+        """Answer a failure: its ``Status``, or a 500 (logged) for a bug."""
+        if not isinstance(error, errors.StatusError):
+            request = answer.request
+            self._log.failure(
+                "Serving {method} {path} failed",
+                Failure(error),
+                method=request.method.decode("ascii", "replace"),
+                path=request.path.decode("utf-8", "replace"),
+            )
+            error = errors.InternalError("Internal error occurred: see the gateway log")
+        write_status(answer, error)
 
 
 class GatedResource(Resource):

@@ -17,7 +17,7 @@ from clustergateway.proxy.resource import ClusterProxy, ProbeAnswer, ProbeFailed
 from clustergateway.registry.model import ClusterGateway
 from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
-from tests.unit.server.test_leanproxy import Upstream, answer
+from tests.unit.server.test_callers import Upstream, answer
 
 GROUP = "cluster.core.oam.dev"
 HEALTH = "status.cluster.core.oam.dev/healthy"

@@ -1,6 +1,6 @@
 """The lean proxy path on HTTP/2 streams answers as twisted.web does.
 
-As in ``test_leanproxy``: every scenario runs through the gateway's real
+As in ``test_callers``: every scenario runs through the gateway's real
 wiring twice, in memory, once with the lean path and once without, and what
 the caller sees (decoded by the ``h2`` library's own client: statuses,
 headers, bodies, stream ends and resets), what the cluster receives, whether
@@ -33,7 +33,7 @@ from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
 from clustergateway.tap import build_service
-from tests.unit.server.test_leanproxy import PROXY, Upstream, answer, proxy_samples
+from tests.unit.server.test_callers import PROXY, Upstream, answer, proxy_samples
 
 PATH = b"/api/v1/namespaces/default/configmaps/cm"
 
@@ -93,7 +93,7 @@ class H2Rig:
 
     @property
     def served_lean(self) -> int:
-        lean = self.service.site.lean_proxy
+        lean = self.service.site.proxy_entry
         return 0 if lean is None else lean.served_h2
 
     def outcome(self) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def h2_rig(
     service = build_service(reactor, config, registry=registry, source=None, proxy=proxy)
     proxy.metrics = service.metrics
     if not lean:
-        service.site.lean_proxy = None
+        service.site.proxy_entry = None
     protocol = service.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
     transport = H2Transport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
     protocol.makeConnection(transport)

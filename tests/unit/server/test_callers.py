@@ -2,7 +2,7 @@
 
 Every scenario runs twice through the gateway's real wiring (``build_service``,
 the site, the channel, ``ClusterProxy``, the pooled client), in memory: once
-with ``site.lean_proxy`` (as the gateway serves by default) and once without
+with ``site.proxy_entry`` (as the gateway serves by default) and once without
 (twisted.web's ``Request`` for everything).  What the caller receives, what the
 cluster receives, whether the caller's connection is closed, whether the
 cluster connection is aborted and the request metrics must all be the same —
@@ -28,7 +28,7 @@ from clustergateway.config import GatewayConfig
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
-from clustergateway.server.leanproxy import LeanRequest
+from clustergateway.server.callers import H1Answer
 from clustergateway.tap import build_service
 
 PROXY = b"/apis/cluster.core.oam.dev/v1alpha1/clustergateways/c1/proxy"
@@ -95,7 +95,7 @@ class Rig:
 
     @property
     def served_lean(self) -> int:
-        lean = self.service.site.lean_proxy
+        lean = self.service.site.proxy_entry
         return 0 if lean is None else lean.served
 
     def outcome(self) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def rig(tmp_path: Path, lean: bool, *, refuse: bool = False, **config: Any) -> R
     )
     proxy.metrics = service.metrics
     if not lean:
-        service.site.lean_proxy = None
+        service.site.proxy_entry = None
     protocol = service.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
     client = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
     protocol.makeConnection(client)
@@ -336,7 +336,7 @@ def test_the_lean_request_is_held_by_the_channel(tmp_path: Path) -> None:
     """HTTPChannel tells the requests it holds when the connection is lost."""
     r = rig(tmp_path, True)
     r.send(get())
-    assert [type(q) for q in r.channel._channel.requests] == [LeanRequest]
+    assert [type(q) for q in r.channel._channel.requests] == [H1Answer]
     r.upstream.reply(answer())
     assert r.channel._channel.requests == []
 
@@ -365,7 +365,7 @@ def test_left_to_twisted_web(tmp_path: Path, request_bytes: bytes) -> None:
 
 def test_access_log_keeps_every_request_on_twisted_web(tmp_path: Path) -> None:
     r = rig(tmp_path, True, access_log=True)
-    assert r.service.site.lean_proxy is None
+    assert r.service.site.proxy_entry is None
     r.send(get())
     r.upstream.reply(answer())
     assert r.client.value().startswith(b"HTTP/1.1 200 OK")
@@ -395,14 +395,14 @@ def test_idle_timeout_counts_from_the_end_of_a_long_response(tmp_path: Path) -> 
 def test_head_deadlines_fire_late_never_early() -> None:
     from twisted.internet.task import Clock
 
-    from clustergateway.server.leanproxy import HeadDeadlines
+    from clustergateway.proxy.forward import HeadDeadlines
 
     @attrs.define(eq=False)
     class Waiting:
         timed_out_at: float | None = None
         clock: Clock | None = None
 
-        def _time_out(self) -> None:
+        def time_out(self) -> None:
             assert self.clock is not None
             self.timed_out_at = self.clock.seconds()
 

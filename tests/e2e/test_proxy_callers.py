@@ -1,4 +1,4 @@
-"""Real clients on the lean proxy path (``server.leanproxy``), over HTTP/1.1 and HTTP/2.
+"""Real clients on the lean proxy path (``server.callers``), over HTTP/1.1 and HTTP/2.
 
 kubectl speaks HTTP/2 to the gateway unless ``DISABLE_HTTP2`` is set (client-go
 honours it); the kubernetes Python client always speaks HTTP/1.1.  These tests
@@ -38,7 +38,7 @@ def protocol(request: pytest.FixtureRequest) -> str:
 
 def served(proxied: ProxiedCluster, protocol: str = "") -> int:
     """Requests the lean path took (only HTTP/2 streams, for ``h2``)."""
-    lean = proxied.gateway.service.site.lean_proxy
+    lean = proxied.gateway.service.site.proxy_entry
     assert lean is not None, "the gateway was built without the lean path"
     return int(lean.served_h2 if protocol == "h2" else lean.served)
 
