@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnection
 from twisted.logger import Logger
 
 from clustergateway.certs import issue_cert, make_ca, write_pem
-from clustergateway.tlssocket import ServerTLSFactory
+from clustergateway.fence.tlssocket import ServerTLSFactory
 
 __all__ = [
     "CertificateError",
@@ -214,7 +214,7 @@ class TLSListener(Service):
             )
         else:
             stream = tcp_endpoint(self.reactor, self.port, self.backlog, self.bind_address)
-        # TLS by OpenSSL on each accepted socket (``tlssocket``), not a
+        # TLS by OpenSSL on each accepted socket (``fence.tlssocket``), not a
         # memory-BIO wrapper protocol: the hot path's largest saving.
         failures: list[Any] = []
         d = stream.listen(
