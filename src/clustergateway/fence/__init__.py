@@ -128,6 +128,11 @@ reused buffer; ``fence.openssl``: ``SSL_get_verify_result`` for
 ``proxy.tls``.  pyOpenSSL wraps none of these.)
 
 - ``OpenSSL._util.lib`` and ``OpenSSL._util.ffi`` — pyOpenSSL's cffi binding.
+  It is cryptography's binding, which keeps only the functions pyOpenSSL itself
+  calls; those called here: ``OpenSSL._util.lib.SSL_set_fd``,
+  ``OpenSSL._util.lib.SSL_read``, ``OpenSSL._util.lib.SSL_write``,
+  ``OpenSSL._util.lib.SSL_pending``, ``OpenSSL._util.lib.SSL_get_verify_result``
+  (hence cryptography's bound in ``pyproject.toml`` too).
 - ``OpenSSL.SSL.Connection._ssl`` — the ``SSL*``.
 - ``OpenSSL.SSL.Connection._raise_ssl_error`` — pyOpenSSL's error mapping, so
   failures raise what ``recv``/``send`` would.
@@ -156,7 +161,8 @@ h2
 - ``h2.frame_buffer.FrameBuffer._data`` — the bytes of a frame still arriving:
   its declared length is refused before its body is buffered.
 
-hyperframe, priority, hpack, cryptography: no private names.  ``fence.h2``
+hyperframe, priority, hpack, cryptography: no private names of their own
+(cryptography's functions are reached through pyOpenSSL's binding, above).  ``fence.h2``
 also writes a GOAWAY past ``h2``'s state machine (``server.shutdown``), with
 public names only.
 """
