@@ -8,7 +8,7 @@ gateway records about ten updates per proxied request on the reactor thread,
 where the lock protects nothing.  ``observe.metrics`` swaps lock-free cells
 in with :func:`unlocked_value` and :func:`histogram_cells` and updates those;
 rendering reads them through the cells' ``get``, as it always does.
-``tests/unit/observe/`` pins the rendered numbers.
+``tests/unit/observe/test_metrics_cells.py`` pins the rendered numbers.
 """
 
 from __future__ import annotations
