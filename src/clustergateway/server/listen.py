@@ -156,8 +156,8 @@ def cert_dir_pair(cert_dir: Path, names: Sequence[str]) -> ServingCert:
         _warn_if_expired(existing.chain_pem, cert_path)
         return ServingCert(existing.chain_pem, existing.key_pem, ca_pem)
     stamp = int(datetime.datetime.now(datetime.UTC).timestamp())
-    ca = make_ca(f"cluster-gateway-ca@{stamp}", days=3650)
-    leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True, days=365)
+    ca = make_ca(f"cluster-gateway-ca@{stamp}")
+    leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True)
     chain = leaf_pair.cert_pem + ca.cert_pem
     try:
         cert_dir.mkdir(parents=True, exist_ok=True)
