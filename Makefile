@@ -32,6 +32,27 @@ image:
 test-image: venv image
 	$(BIN)/python -m pytest tests/image -m image
 
+# The unit suite against the newest releases of the libraries whose private names the
+# gateway uses (clustergateway.fence), past the upper bounds of pyproject.toml: the
+# project is installed as pinned, then those libraries are upgraded together (pip
+# resolves them against each other, not against our bounds, and reports the clash).
+# CI runs it after `make test`, allowed to fail (.ci/run), so a break is seen before
+# users see it.  Its own venv, kept between runs.
+LATEST_VENV ?= .venv-latest
+FENCED_LIBRARIES := 'twisted[tls,http2,websocket]' pyopenssl cryptography prometheus-client \
+	h2 hyperframe
+
+.PHONY: test-latest
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/pip install -q -e '.[test]'
+	$(LATEST_VENV)/bin/pip install -q --upgrade $(FENCED_LIBRARIES)
+	@$(LATEST_VENV)/bin/python -c 'from importlib.metadata import version; \
+	names = ("twisted", "pyopenssl", "cryptography", "prometheus-client", "h2", "hyperframe"); \
+	print("test-latest: " + ", ".join(f"{n} {version(n)}" for n in names))'
+	$(LATEST_VENV)/bin/python -m pytest tests/unit -q -p no:cacheprovider
+
 lint: venv
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src/clustergateway

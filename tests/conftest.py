@@ -4,7 +4,7 @@ Fixtures live in ``tests/fixtures/<area>.py``, one module per area, and are
 registered here.  Do not import the Twisted reactor at module level in any
 conftest or fixture module (pytest-twisted installs it; twisted-notes §8).
 
-The suite runs on the gateway's own reactor (``server.reactor.LeanEPollReactor``,
+The suite runs on the gateway's own reactor (``fence.reactor.LeanEPollReactor``,
 an ``EPollReactor``, so pytest-twisted's default-reactor check accepts it):
 installed here, before pytest-twisted installs one, so in-process gateways
 write and dispatch exactly as the ``cluster-gateway`` process does.
@@ -29,6 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
-        from clustergateway.server.reactor import install
+        from clustergateway.fence.reactor import install
 
         install()

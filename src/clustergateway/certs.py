@@ -1,25 +1,32 @@
-"""X.509 helpers: self-signed serving certificates and small test PKIs.
+"""X.509 issuing, written once: a CA, and leaf certificates it signs.
 
-Used by the gateway (``--cert-dir`` without ``--tls-cert-file``) and by the
-simulated cluster, which needs a CA, a serving certificate and client
-certificates whose CN/O carry a user and groups.
+Used by the gateway (``--cert-dir`` without ``--tls-cert-file``), by the
+addon-manager's signer and serving certificate (``addon.pki`` keeps only the
+rotation rules and the Secret shapes), and by the simulated cluster, which needs
+a CA, a serving certificate and client certificates whose CN/O carry a user and
+groups.  New keys are ECDSA P-256; a CA read from elsewhere may hold any key
+type ``cryptography`` signs with (the Go addon-manager's signer is RSA).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import typing
 from pathlib import Path
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["KeyPair", "issue_cert", "make_ca", "write_pem", "serving_hosts"]
 
 _ONE_DAY = datetime.timedelta(days=1)
+_CA_VALIDITY = datetime.timedelta(days=3650)
+_LEAF_VALIDITY = datetime.timedelta(days=365)
 
 
 @attrs.frozen
@@ -36,6 +43,13 @@ class KeyPair:
         key = serialization.load_pem_private_key(self.key_pem, password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key
+
+    def signing_key(self) -> CertificateIssuerPrivateKeyTypes:
+        """The key as a CA signs with it, whatever its type (RSA from a Go signer)."""
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(key, typing.get_args(CertificateIssuerPrivateKeyTypes)):
+            raise ValueError(f"a {type(key).__name__} cannot sign certificates")
+        return typing.cast(CertificateIssuerPrivateKeyTypes, key)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -57,10 +71,23 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attributes)
 
 
-def make_ca(common_name: str, days: int = 3650) -> KeyPair:
-    """A self-signed CA certificate."""
+def _now(now: datetime.datetime | None) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) if now is None else now
+
+
+def make_ca(
+    common_name: str,
+    *,
+    validity: datetime.timedelta = _CA_VALIDITY,
+    now: datetime.datetime | None = None,
+    backdate: datetime.timedelta = _ONE_DAY,
+) -> KeyPair:
+    """A self-signed CA certificate, valid from ``now - backdate`` for ``validity``.
+
+    ``backdate`` absorbs clock skew between issuer and verifier.
+    """
     key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
+    now = _now(now)
     name = _name(common_name)
     cert = (
         x509.CertificateBuilder()
@@ -68,8 +95,8 @@ def make_ca(common_name: str, days: int = 3650) -> KeyPair:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _ONE_DAY)
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -104,16 +131,19 @@ def issue_cert(
     hosts: tuple[str, ...] = (),
     client: bool = False,
     server: bool = False,
-    days: int = 365,
+    validity: datetime.timedelta = _LEAF_VALIDITY,
+    now: datetime.datetime | None = None,
+    backdate: datetime.timedelta = _ONE_DAY,
 ) -> KeyPair:
-    """A leaf certificate signed by ``ca``.
+    """A leaf certificate signed by ``ca``, valid from ``now - backdate`` for ``validity``.
 
     ``hosts`` become DNS or IP subjectAltNames; ``organizations`` become O
     attributes (Kubernetes reads them as groups of a client certificate).
     """
     key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
+    now = _now(now)
     ca_cert = ca.certificate()
+    ca_key = ca.signing_key()
     usages = []
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -125,11 +155,11 @@ def issue_cert(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _ONE_DAY)
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key().public_key()),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
@@ -143,7 +173,7 @@ def issue_cert(
             except ValueError:
                 names.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(ca.private_key(), hashes.SHA256())
+    cert = builder.sign(ca_key, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 

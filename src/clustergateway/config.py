@@ -174,7 +174,7 @@ class GatewayConfig:
     #: Seconds an exec (``Dynamic``) credential plugin may run before it is killed.
     exec_plugin_timeout: float = 30.0
     #: After a reactor pass with work, poll without sleeping this long before
-    #: blocking (``server.reactor``): lower latency for some idle-time CPU; 0 = off.
+    #: blocking (``fence.reactor``): lower latency for some idle-time CPU; 0 = off.
     busy_poll: float = 100e-6
     #: Seconds an exec credential without ``expirationTimestamp`` is reused.
     exec_credential_cache_ttl: float = 10.0

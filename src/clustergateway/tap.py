@@ -10,7 +10,7 @@ reactor, and only inside :func:`makeService` (:func:`global_reactor`).
 
 Both entry points run the same process: the console script is ``twistd``
 with :data:`TWISTD_FLAGS`, and whichever starts it, :func:`makeService`
-installs the gateway's reactor (``server.reactor``) and starts the processes
+installs the gateway's reactor (``fence.reactor``) and starts the processes
 of ``--workers``.
 """
 
@@ -32,6 +32,9 @@ from clustergateway.auth.guard import RequestGuard, StandaloneGuard
 from clustergateway.auth.tlstrust import ServerTLS
 from clustergateway.cli import run_subcommand
 from clustergateway.config import PROG, ConfigError, GatewayConfig, Options
+from clustergateway.fence.reactor import LeanEPollReactor
+from clustergateway.fence.reactor import install as install_reactor
+from clustergateway.fence.twistd import run_app
 from clustergateway.observe.logs import AccessLog
 from clustergateway.observe.metrics import GatewayMetrics, MetricsResource
 from clustergateway.proxy.resource import ClusterProxy
@@ -48,8 +51,6 @@ from clustergateway.server.listen import (
     serving_names,
 )
 from clustergateway.server.probes import Check
-from clustergateway.server.reactor import LeanEPollReactor
-from clustergateway.server.reactor import install as install_reactor
 from clustergateway.server.resources import HealthWriter
 from clustergateway.server.shutdown import GracefulShutdown
 from clustergateway.server.site import GatewaySite
@@ -716,16 +717,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         # klog's -v 4 and above (``--v``) are debug verbosity; below, info.
         flags[-1] = "--logger=clustergateway.observe.logs.twistd_debug_observer"
     sys.argv = [PROG, *flags, "clustergateway", *args]
-    app.run(_run_app, twistd.ServerOptions)  # type: ignore[attr-defined]
+    # twistd.runApp without its exit by the stopping signal (fence.twistd).
+    app.run(run_app, twistd.ServerOptions)  # type: ignore[attr-defined]
     raise SystemExit(0)
 
-
-def _run_app(config: Any) -> None:
-    """``twistd.runApp`` without its last step: twistd re-sends itself the signal that
-    stopped it, so the exit status would say "killed by SIGTERM" even after a clean
-    drain (``GatewayService.stopService``); like kube-apiserver, exit 0 instead.
-    (``_SomeApplicationRunner`` is twistd's own name for its platform's runner.)"""
-    from twisted.scripts import twistd
-
-    runner: Any = getattr(twistd, "_SomeApplicationRunner")  # noqa: B009 - a private name
-    runner(config).run()

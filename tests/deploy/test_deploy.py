@@ -325,7 +325,7 @@ def test_network_policy_admits_only_the_hub_apiserver_on_9443(overlay: str) -> N
 def test_the_readmes_edits_reach_every_overlay(tmp_path: Path) -> None:
     """The README's two edits (steps 1 and 2: the image's registry, the hub apiserver's
     range), run in a copy of deploy/, reach each overlay's Deployment, Job and
-    NetworkPolicy."""
+    NetworkPolicy, and the addon-manager's Deployment."""
     shutil.copytree(DEPLOY, tmp_path / "deploy")
     readme = (ROOT / "README.md").read_text()
     edits = [line.strip() for line in readme.splitlines() if line.strip().startswith("sed -i")]
@@ -344,6 +344,10 @@ def test_the_readmes_edits_reach_every_overlay(tmp_path: Path) -> None:
         assert {c["image"] for pod in pods for c in pod["containers"]} == {
             f"registry.example:5000/cluster-gateway:{VERSION}"
         }
+    manager = one(render(tmp_path / "deploy/addon-manager"), "Deployment")
+    assert {c["image"] for c in manager["spec"]["template"]["spec"]["containers"]} == {
+        f"registry.example:5000/cluster-gateway:{VERSION}"
+    }
 
 
 def test_serving_secret_script_makes_a_pair_the_aggregator_accepts() -> None:

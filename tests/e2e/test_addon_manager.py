@@ -561,8 +561,11 @@ async def test_two_replicas_elect_one_leader_with_metrics_and_healthz(hub: Hub) 
 
 @pytest_twisted.ensureDeferred
 async def test_console_script_process_installs(hub: Hub) -> None:
-    """``cluster-gateway-addon-manager`` as its own process (twistd underneath) installs
-    the samples against the hub and serves /healthz on its probe port."""
+    """``cluster-gateway-addon-manager`` as its own process (twistd underneath), with
+    ``--leader-elect=true`` as the chart runs it, installs the samples against the hub,
+    serves /healthz on its probe port, and shuts down on SIGTERM without an unhandled
+    error (the Lease release answered on a hub TLS connection must not let twistd
+    disconnect that connection under its own dataReceived: ``clustergateway.stopping``)."""
     import shutil
     import signal
     import socket
@@ -573,6 +576,7 @@ async def test_console_script_process_installs(hub: Hub) -> None:
 
     script = shutil.which("cluster-gateway-addon-manager", path=str(Path(sys.executable).parent))
     assert script is not None
+    await hub.kubectl("create", "namespace", MANAGER_NS)  # where the pod, and its Lease, live
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -581,6 +585,7 @@ async def test_console_script_process_installs(hub: Hub) -> None:
             script,
             f"--kubeconfig={hub.kubeconfig}",
             f"--namespace={MANAGER_NS}",
+            "--leader-elect=true",
             "--metrics-bind-address=0",
             f"--health-probe-bind-address=127.0.0.1:{port}",
         ],
@@ -598,3 +603,5 @@ async def test_console_script_process_installs(hub: Hub) -> None:
     # twistd ends a SIGTERM by re-raising it after a clean shutdown
     assert process.returncode in (0, -signal.SIGTERM), output.decode(errors="replace")[-2000:]
     assert b"Server Shut Down." in output
+    log = output.decode(errors="replace")
+    assert "Unhandled Error" not in log and "Traceback" not in log, log[-4000:]

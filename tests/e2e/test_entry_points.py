@@ -12,7 +12,7 @@ from tests.fixtures.gateway import ENTRY_POINTS, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
-LEAN = "clustergateway.server.reactor.LeanEPollReactor"
+LEAN = "clustergateway.fence.reactor.LeanEPollReactor"
 
 
 @pytest_twisted.ensureDeferred

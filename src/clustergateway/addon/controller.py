@@ -116,7 +116,11 @@ class ReconcileRunner:
     def _start(self) -> None:
         self._pending = None
         self._again = False
-        self._running = Deferred.fromCoroutine(self._pass())
+        running = Deferred.fromCoroutine(self._pass())
+        # A pass that never waited (an in-memory hub) has already cleared ``_running``;
+        # keeping its spent Deferred would make every later kick wait for a rerun forever.
+        if not running.called:
+            self._running = running
 
     async def _pass(self) -> None:
         try:

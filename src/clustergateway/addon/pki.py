@@ -9,9 +9,15 @@ has none, an unparsable one, an expired one, one in the last fifth of its
 validity, or one whose issuer is not the signer.  Those rules are
 :func:`rotation_reason`; the validity is Go's 180 days.
 
+The certificates themselves are issued by :mod:`clustergateway.certs` (the one
+place that builds X.509 in this project); this module keeps Go's names, the
+rotation rules and the Secret shapes.
+
 Decision: new keys are ECDSA P-256 (Go makes RSA-2048); any key type an
 existing signer Secret holds, RSA included, is read and used, so a signer the
-Go addon-manager created keeps signing.  The issuer check also verifies the
+Go addon-manager created keeps signing.  The new CA's key usages are
+``certs.make_ca``'s (digitalSignature, keyCertSign, cRLSign), not client-go's
+keyEncipherment, which means nothing for an EC key.  The issuer check also verifies the
 signature, not just the issuer's common name, so a certificate from another CA
 that happens to share the CN is replaced.  The serving certificate's CN is
 ``cluster-gateway.<ns>.svc``, not Go's first SAN ``cluster-gateway``: that equals
@@ -30,11 +36,12 @@ from typing import Any
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from clustergateway.addon.names import ADDON_NAME, SERVICE_NAME, TLS_SECRET_NAME
+from clustergateway.certs import KeyPair, issue_cert, make_ca
 
 __all__ = [
     "PkiError",
@@ -52,13 +59,6 @@ _SKEW = datetime.timedelta(minutes=5)
 
 class PkiError(ValueError):
     """A signer or certificate Secret that cannot be used; the message says why."""
-
-
-def _pem_key(key: Any) -> bytes:
-    data: bytes = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return data
 
 
 def _decoded(secret: Mapping[str, Any], key: str) -> bytes:
@@ -82,41 +82,19 @@ class Signer:
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
-    def private_key(self) -> Any:
-        return serialization.load_pem_private_key(self.key_pem, password=None)
+    @property
+    def pair(self) -> KeyPair:
+        """The signer as :mod:`clustergateway.certs` issues with it."""
+        return KeyPair(self.cert_pem, self.key_pem)
+
+    def private_key(self) -> CertificateIssuerPrivateKeyTypes:
+        return self.pair.signing_key()
 
     @classmethod
     def generate(cls, now: datetime.datetime) -> Signer:
         """A new self-signed CA with Go's subject (CN ``cluster-gateway``)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ADDON_NAME)])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _SKEW)
-            .not_valid_after(now + SIGNER_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+        pair = make_ca(ADDON_NAME, validity=SIGNER_VALIDITY, now=now, backdate=_SKEW)
+        return cls(pair.cert_pem, pair.key_pem)
 
     @classmethod
     def from_secret(cls, secret: Mapping[str, Any]) -> Signer:
@@ -217,27 +195,10 @@ def serving_secret(
 ) -> dict[str, Any]:
     """A fresh serving pair for the gateway's Service, as a ``kubernetes.io/tls`` Secret."""
     hosts = serving_hosts(namespace)
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca = signer.certificate
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[-1])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _SKEW)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .sign(signer.private_key(), hashes.SHA256())
+    issued = issue_cert(
+        signer.pair, hosts[-1], hosts=hosts, server=True, validity=validity, now=now, backdate=_SKEW
     )
+    cert = issued.certificate()
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     return {
         "apiVersion": "v1",
@@ -255,7 +216,7 @@ def serving_secret(
             },
         },
         "data": {
-            "tls.crt": base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode(),
-            "tls.key": base64.b64encode(_pem_key(key)).decode(),
+            "tls.crt": base64.b64encode(issued.cert_pem).decode(),
+            "tls.key": base64.b64encode(issued.key_pem).decode(),
         },
     }

@@ -18,7 +18,8 @@ Rounds run every ``interval`` seconds with each probe's start spread over a
 jitter window, at most ``concurrency`` probes at a time and each bounded by
 ``timeout``, so a dark cluster costs one slot for ``timeout`` seconds and the
 others proceed; an unhealthy cluster is probed again after ``unhealthy_retry``
-seconds (Go's 5 s requeue).
+seconds (Go's 5 s requeue).  That pacing is the gateway prober's too, written
+once in :class:`~clustergateway.health.rounds.ProbeRounds`.
 
 The gateway is reached through ``gateway`` — the hub itself in production (the
 aggregator routes ``cluster.core.oam.dev`` to it), or the gateway directly
@@ -33,22 +34,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 import attrs
-from twisted.application.service import Service
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    DeferredSemaphore,
-    succeed,
-)
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clustergateway import errors
 from clustergateway.addon.names import ADDON_API_VERSION, ADDON_NAME, GATEWAY_GROUP
 from clustergateway.addon.resources import HubApi, collection_path, object_path
+from clustergateway.health.rounds import PacedService, ProbeRounds
 from clustergateway.hubclient import status_error_from_response
 
 __all__ = ["AddonHealthProber", "GatewayApi", "available_condition", "probe_result"]
@@ -123,8 +117,13 @@ def _available(addon: Mapping[str, Any]) -> bool:
 
 
 @attrs.define(eq=False)
-class AddonHealthProber(Service):
-    """Probes each ``cluster-gateway`` addon's cluster on a jittered interval."""
+class AddonHealthProber(PacedService):
+    """Probes each ``cluster-gateway`` addon's cluster on a jittered interval.
+
+    The pacing (rounds, jitter, concurrency, the retry, the stop) is
+    :class:`~clustergateway.health.rounds.ProbeRounds`, shared with the gateway's
+    own prober; this class says what a round lists and what one probe does.
+    """
 
     reactor: IReactorTime
     hub: HubApi
@@ -135,97 +134,65 @@ class AddonHealthProber(Service):
     unhealthy_retry: float = 5.0
     #: Fraction of ``interval`` over which a round's probes start.
     jitter: float = 0.5
-    now: Callable[[], str] = attrs.field(
-        factory=lambda: (
-            lambda: (
-                __import__("datetime")
-                .datetime.now(__import__("datetime").UTC)
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
-        )
-    )
+    now: Callable[[], str] = attrs.field(default=_stamp)
     random: Callable[[], float] = random.random
     #: Told every verdict (metrics).
     on_verdict: Callable[[str, bool], None] = lambda _cluster, _healthy: None
     probes: int = attrs.field(default=0, init=False)
-    _semaphore: DeferredSemaphore = attrs.field(init=False)
-    _loop: LoopingCall | None = attrs.field(default=None, init=False)
-    _inflight: dict[str, Deferred[Any]] = attrs.field(factory=dict, init=False)
-    _scheduled: dict[str, IDelayedCall] = attrs.field(factory=dict, init=False)
-    _retry: set[str] = attrs.field(factory=set, init=False)
+    rounds: ProbeRounds = attrs.field(init=False)
     _log: ClassVar[Logger] = Logger()
 
     def __attrs_post_init__(self) -> None:
-        self._semaphore = DeferredSemaphore(self.concurrency)
-
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()  # type: ignore[no-untyped-call]
-        self._loop = LoopingCall(self.round)
-        self._loop.clock = self.reactor
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda f: self._log.failure("Health rounds stopped", f)
+        self.rounds = ProbeRounds(
+            self.reactor,
+            self._addon_clusters,
+            self._probe_and_retry,
+            self.interval,
+            concurrency=self.concurrency,
+            jitter=self.jitter,
+            random=self.random,
+            retry=self.unhealthy_retry,
+            on_failure=self._probe_failed,
+            describe="the addon health prober",
         )
-
-    def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted's name
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        for call in self._scheduled.values():
-            if call.active():
-                call.cancel()
-        self._scheduled.clear()
-        pending = list(self._inflight.values())
-        for d in pending:
-            d.cancel()
-        return DeferredList(pending) if pending else succeed(None)
 
     def round(self) -> Deferred[None]:
         """List the addons and schedule one probe per cluster, spread over the jitter window."""
-        return Deferred.fromCoroutine(self._round())
+        return self.rounds.round()
 
-    async def _round(self) -> None:
+    def schedule(self, cluster: str, delay: float) -> None:
+        """Probe ``cluster`` after ``delay`` seconds unless a probe is due or running."""
+        self.rounds.schedule(cluster, delay)
+
+    async def _addon_clusters(self) -> list[str]:
         try:
             listed = await self.hub.get_json(
                 collection_path(ADDON_API_VERSION, "ManagedClusterAddOn")
             )
         except errors.StatusError as e:
             self._log.warn("Cannot list ManagedClusterAddOns: {error}", error=e.message)
-            return
+            return []
+        clusters = []
         for addon in listed.get("items") or []:
             meta = addon.get("metadata") or {}
             if meta.get("name") == ADDON_NAME and meta.get("namespace"):
-                self.schedule(str(meta["namespace"]), self.interval * self.jitter * self.random())
+                clusters.append(str(meta["namespace"]))
+        return clusters
 
-    def schedule(self, cluster: str, delay: float) -> None:
-        """Probe ``cluster`` after ``delay`` seconds unless a probe is due or running."""
-        if cluster in self._inflight or cluster in self._scheduled:
-            return
-        self._scheduled[cluster] = self.reactor.callLater(delay, self._start, cluster)
-
-    def _start(self, cluster: str) -> None:
-        self._scheduled.pop(cluster, None)
-        d: Deferred[Any] = self._semaphore.run(lambda: Deferred.fromCoroutine(self.probe(cluster)))
-        self._inflight[cluster] = d
-        d.addErrback(self._probe_failed, cluster)
-        d.addBoth(lambda _: self._done(cluster))
-
-    def _probe_failed(self, failure: Failure, cluster: str) -> None:
-        """A hub or gateway request of the probe failed: one line, and try again soon."""
+    def _probe_failed(self, cluster: str, failure: Failure) -> None:
+        """A hub or gateway request of the probe failed: one line (it is tried again soon)."""
         if failure.check(errors.StatusError):
             self._log.warn(
                 "Cannot probe cluster {cluster}: {error}",
                 cluster=cluster,
                 error=failure.value.message,  # type: ignore[union-attr]
             )
-        elif not failure.check(CancelledError):
+        else:
             self._log.failure("Probing cluster {cluster} failed", failure, cluster=cluster)
-        self._retry.add(cluster)
 
-    def _done(self, cluster: str) -> None:
-        self._inflight.pop(cluster, None)
-        if cluster in self._retry and self.running:
-            self._retry.discard(cluster)
-            self.schedule(cluster, self.unhealthy_retry)
+    async def _probe_and_retry(self, cluster: str) -> bool:
+        """Go's requeue: an unhealthy cluster is probed again ``unhealthy_retry`` s later."""
+        return not await self.probe(cluster)
 
     async def probe(self, cluster: str) -> bool:
         """One probe and its writes; returns the verdict."""
@@ -262,8 +229,6 @@ class AddonHealthProber(Service):
                 f"{_GATEWAYS}/{cluster}/health", {**gateway, "status": status}
             )
         await self._sync_addon(cluster, healthy, error, text)
-        if not healthy and self.running:
-            self._retry.add(cluster)  # scheduled when this probe's slot is released
         return healthy
 
     async def hub_or_gateway_health(self, cluster: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ import attrs
 from prometheus_client import CollectorRegistry
 from twisted.application import service
 from twisted.application.internet import TCPServer
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -45,6 +47,7 @@ from clustergateway.addon.names import LEASE_NAME, SIGNER_SECRET_NAME
 from clustergateway.addon.prober import AddonHealthProber
 from clustergateway.goflags import GoFlagError, rewrite
 from clustergateway.hubclient import HubClient, HubConfigError
+from clustergateway.stopping import on_next_turn
 
 __all__ = ["AddonManagerConfig", "AddonManagerService", "Options", "build_service", "main"]
 
@@ -191,6 +194,8 @@ class AddonManagerService(service.MultiService):
     elector: LeaseElector | None
     #: What runs only while leading (the controller and the prober).
     leading: service.MultiService
+    #: Where the stop's outcome is handed over (:func:`~clustergateway.stopping.on_next_turn`).
+    clock: IReactorTime
     listeners: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -211,15 +216,15 @@ class AddonManagerService(service.MultiService):
         if self.elector is None:
             self.start_leading()
 
-    def stopService(self) -> Any:  # noqa: N802 - Twisted's name
-        from twisted.internet.defer import DeferredList
-
+    def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted's name
+        """Stop everything; fires on a reactor turn of its own, since the last stop
+        (a pass, the Lease release) completes inside a hub connection's callback."""
         stops = [service.MultiService.stopService(self)]
         if self.elector is None:
             result = self.stop_leading()
             if result is not None:
                 stops.append(result)
-        return DeferredList(stops)
+        return on_next_turn(self.clock, DeferredList(stops))
 
 
 def _listener(reactor: Any, address: str, resource: Resource) -> TCPServer | None:
@@ -287,7 +292,7 @@ def build_service(
     controller.setServiceParent(leading)  # type: ignore[no-untyped-call]
     prober.setServiceParent(leading)  # type: ignore[no-untyped-call]
     manager = AddonManagerService(
-        hub, installer, runner, controller, prober, metrics, None, leading
+        hub, installer, runner, controller, prober, metrics, None, leading, reactor
     )
     if config.leader_elect:
         manager.elector = LeaseElector(

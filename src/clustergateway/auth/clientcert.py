@@ -29,6 +29,7 @@ from twisted.web.iweb import IRequest
 
 from clustergateway.auth.authconfig import CABundle
 from clustergateway.auth.user import UserInfo
+from clustergateway.fence.twisted_web import stream_connection
 
 __all__ = ["PeerCertificate", "PeerCertificates", "user_from_certificate"]
 
@@ -75,7 +76,7 @@ def _tls_transport(request: IRequest) -> Any:
     transport = getattr(channel, "transport", None)
     if transport is None:
         # HTTP/2: the stream has no transport; its connection does (twisted-notes §4.1).
-        transport = getattr(getattr(channel, "_conn", None), "transport", None)
+        transport = getattr(stream_connection(channel), "transport", None)
     return transport
 
 

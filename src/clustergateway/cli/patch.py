@@ -155,8 +155,8 @@ def _create_secret(core: Any, args: argparse.Namespace, api_service: dict[str, A
         raise CommandError(
             f"APIService {args.api_service} names no Service; give --hosts for the certificate"
         )
-    ca = make_ca(f"{hosts[0]}-ca", days=3650)
-    pair = issue_cert(ca, hosts[0], hosts=hosts, server=True, days=365)
+    ca = make_ca(f"{hosts[0]}-ca")
+    pair = issue_cert(ca, hosts[0], hosts=hosts, server=True)
     body = {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -1,6 +1,7 @@
 """The active health prober (``--cluster-health-probe-interval``).
 
-Every interval each valid cluster gets one probe: ``GET /healthz`` through
+Every interval each valid cluster gets one probe (paced by
+:class:`~clustergateway.health.rounds.ProbeRounds`): ``GET /healthz`` through
 that cluster's own credential, egress and connection pool
 (:meth:`ClusterProxy.probe <clustergateway.proxy.resource.ClusterProxy.probe>`),
 then ``GET /livez`` when ``/healthz`` answered something other than 200 (a
@@ -23,14 +24,12 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar, Protocol
 
 import attrs
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from clustergateway.health.recorder import HealthRecorder
+from clustergateway.health.rounds import PacedService, ProbeRounds
 from clustergateway.observe.metrics import GatewayMetrics
 from clustergateway.proxy.resource import ProbeAnswer, ProbeFailed
 from clustergateway.registry.model import ClusterGateway
@@ -77,8 +76,12 @@ async def probe_verdict(target: ProbeTarget, cluster: ClusterGateway, timeout: f
 
 
 @attrs.define(eq=False)
-class ClusterHealthProber(Service):
-    """Probes every cluster of ``registry`` each ``interval`` seconds (see module)."""
+class ClusterHealthProber(PacedService):
+    """Probes every cluster of ``registry`` each ``interval`` seconds (see module).
+
+    The pacing is :class:`~clustergateway.health.rounds.ProbeRounds`, shared
+    with the addon-manager's prober; this class judges and records verdicts.
+    """
 
     reactor: IReactorTime
     registry: ProbedRegistry
@@ -93,90 +96,51 @@ class ClusterHealthProber(Service):
     random: Callable[[], float] = random.random
     metrics: GatewayMetrics | None = None
     _failures: dict[str, int] = attrs.field(factory=dict, init=False)
-    _busy: set[str] = attrs.field(factory=set, init=False)
-    _pending: dict[str, IDelayedCall] = attrs.field(factory=dict, init=False)
-    _running: dict[str, Deferred[None]] = attrs.field(factory=dict, init=False)
-    _loop: LoopingCall | None = attrs.field(default=None, init=False)
-    _semaphore: DeferredSemaphore = attrs.field(init=False)
+    rounds: ProbeRounds = attrs.field(init=False)
     #: Probes sent (for tests).
     probes: int = attrs.field(default=0, init=False)
 
     _log: ClassVar[Logger] = Logger()
 
     def __attrs_post_init__(self) -> None:
-        self._semaphore = DeferredSemaphore(self.concurrency)
+        self.rounds = ProbeRounds(
+            self.reactor,
+            self._cluster_names,
+            self._probe,
+            self.interval,
+            concurrency=self.concurrency,
+            jitter=self.jitter,
+            random=self.random,
+            describe="the cluster health prober",
+        )
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()  # type: ignore[no-untyped-call]
-        self._loop = LoopingCall(self.probe_all)
-        self._loop.clock = self.reactor
-        self._loop.start(self.interval, now=True).addErrback(self._loop_failed)
-
-    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        for call in self._pending.values():
-            if call.active():
-                call.cancel()
-        self._pending.clear()
-        for running in list(self._running.values()):
-            running.cancel()
-        return Deferred.fromCoroutine(self._settled())
-
-    async def _settled(self) -> None:
-        for running in list(self._running.values()):
-            try:
-                await running
-            except BaseException:  # noqa: S110 - cancelled on purpose
-                pass
-
-    def _loop_failed(self, failure: Failure) -> None:
-        self._log.failure("The cluster health prober stopped", failure)
-
-    def probe_all(self) -> None:
+    def probe_all(self) -> Deferred[None]:
         """Start a round: each cluster not still being probed gets one probe soon."""
+        return self.rounds.round()
+
+    async def _cluster_names(self) -> list[str]:
         names = [g.name for g in self.registry.gateways()]
-        self._forget(set(names))
-        window = self.jitter * self.interval
-        for name in names:
-            if name in self._busy:
-                continue
-            self._busy.add(name)
-            delay = self.random() * window
-            self._pending[name] = self.reactor.callLater(delay, self._start, name)
+        self._forget(names)
+        return names
 
     def _forget(self, names: Iterable[str]) -> None:
         known = set(names)
         for name in [n for n in self._failures if n not in known]:
             del self._failures[name]
 
-    def _start(self, name: str) -> None:
-        self._pending.pop(name, None)
-        running = self._semaphore.run(lambda: Deferred.fromCoroutine(self._probe(name)))
-        self._running[name] = running
-
-        def done(result: object) -> None:
-            self._running.pop(name, None)
-            self._busy.discard(name)
-            if isinstance(result, Failure) and not result.check(Exception):
-                return
-            if isinstance(result, Failure):
-                self._log.failure("Probing cluster {cluster} failed", result, cluster=name)
-
-        running.addBoth(done)
-
-    async def _probe(self, name: str) -> None:
+    async def _probe(self, name: str) -> bool:
+        """One probe and its verdict; never asks for an early retry (the threshold counts
+        rounds)."""
         cluster = next((g for g in self.registry.gateways() if g.name == name), None)
         if cluster is None:
-            return
+            return False
         started = self.reactor.seconds()
         self.probes += 1
         reason = await probe_verdict(self.target, cluster, self.timeout)
         if self.metrics is not None:
             self.metrics.health_probe(name, reason is None, self.reactor.seconds() - started)
         await self._judge(name, reason)
+        return False
 
     async def _judge(self, name: str, reason: str | None) -> None:
         recorded = self.recorder.recorded(name)

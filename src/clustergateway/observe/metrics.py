@@ -21,8 +21,9 @@ Hot path: :meth:`GatewayMetrics.cluster` resolves a cluster name to a
 children it has used, keyed by tuples of already-bounded label values, so a
 recorded request costs a few dict lookups and the counter/histogram updates,
 with no string formatting.  The updates made for every proxied request go
-straight to the children's value cells (lock-free: recording and rendering
-both happen on the reactor thread), skipping the wrappers' per-call checks.
+straight to the children's value cells (``fence.prometheus``; lock-free:
+recording and rendering both happen on the reactor thread), skipping the
+wrappers' per-call checks.
 Label values are bounded (``labels``): a name the registry does not know
 never creates a series.  A cluster's series stay after
 its Secret is deleted (until restart): dropping them could not be done without
@@ -33,7 +34,6 @@ clusters ever registered.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -50,6 +50,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from clustergateway.errors import MethodNotAllowed, render_status
+from clustergateway.fence.prometheus import HistogramCells, histogram_cells, unlocked_value
 from clustergateway.observe.labels import (
     OTHER,
     RESOURCE_LABELS,
@@ -255,69 +256,9 @@ class _Families:
         )
 
 
-class _ReactorValue:
-    """``prometheus_client``'s ``MutexValue`` without the mutex.
-
-    The gateway records and renders its metrics on the reactor thread only,
-    so the lock taken per update (ten per proxied request) protects nothing.
-    Swapped into the hot children by :meth:`ClusterMetrics._cell`.
-    """
-
-    __slots__ = ("_exemplar", "_value")
-
-    def __init__(self, value: float = 0.0) -> None:
-        self._value = value
-        self._exemplar: Any = None
-
-    def inc(self, amount: float) -> None:
-        self._value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
-
-    def get(self) -> float:
-        return self._value
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        self._exemplar = exemplar
-
-    def get_exemplar(self) -> Any:
-        return self._exemplar
-
-
-def _unlocked(value: Any) -> _ReactorValue:
-    return value if isinstance(value, _ReactorValue) else _ReactorValue(value.get())
-
-
-@attrs.frozen
-class _HistogramCells:
-    """The value cells of one labelled histogram child, observed without its wrapper.
-
-    ``Histogram.observe`` costs a few Python calls per observation (the
-    observability check, the bucket loop); a proxied request observes two
-    histograms.  This does the same updates (the sum, then the first bucket
-    whose bound is at least the value) straight on the child's cells.
-    """
-
-    sum: Any
-    buckets: list[Any]
-    bounds: list[float]
-
-    @classmethod
-    def of(cls, child: Any) -> _HistogramCells:
-        """The cells of ``child``, made lock-free in place (see :class:`_ReactorValue`)."""
-        child._sum = _unlocked(child._sum)
-        child._buckets[:] = [_unlocked(bucket) for bucket in child._buckets]
-        return cls(child._sum, child._buckets, list(child._upper_bounds))
-
-    def observe(self, amount: float) -> None:
-        self.sum.inc(amount)
-        self.buckets[bisect_left(self.bounds, amount)].inc(1)
-
-
 #: Children recorded for every proxied request; the hot path updates their
-#: value cells directly (a counter's or gauge's ``_value``, a histogram's
-#: :class:`_HistogramCells`) instead of going through the metric wrappers.
+#: value cells directly (``fence.prometheus``: a counter's or gauge's value, a
+#: histogram's :class:`HistogramCells`) instead of going through the metric wrappers.
 _HOT_HISTOGRAMS = frozenset({"first_byte"})
 
 
@@ -335,7 +276,7 @@ class ClusterMetrics:
     _families: _Families = attrs.field(repr=False)
     #: (resource, verb, code) -> children, shared by all clusters for by_resource.
     _by_resource: dict[tuple[str, str, str], Any] = attrs.field(repr=False)
-    _finished: dict[tuple[str, str, int], tuple[Any, Any, _HistogramCells]] = attrs.field(
+    _finished: dict[tuple[str, str, int], tuple[Any, Any, HistogramCells]] = attrs.field(
         factory=dict, repr=False
     )
     _children: dict[str, Any] = attrs.field(factory=dict, repr=False)
@@ -347,9 +288,9 @@ class ClusterMetrics:
         if cell is None:
             child = self._child(name)
             if name in _HOT_HISTOGRAMS:
-                cell = _HistogramCells.of(child)
+                cell = histogram_cells(child)
             else:
-                cell = child._value = _unlocked(child._value)
+                cell = unlocked_value(child)
             self._cells[name] = cell
         return cell
 
@@ -378,7 +319,7 @@ class ClusterMetrics:
 
     def _finished_children(
         self, resource: str, verb: str, code: int
-    ) -> tuple[Any, Any, _HistogramCells]:
+    ) -> tuple[Any, Any, HistogramCells]:
         resource_l = resource if resource in RESOURCE_LABELS else OTHER
         verb_l = verb if verb in VERBS else OTHER
         code_l = code_label(code)
@@ -388,12 +329,10 @@ class ClusterMetrics:
             by_resource = self._families.by_resource.labels(resource_l, verb_l, code_l)
             self._by_resource[shared_key] = by_resource
         by_cluster = self._families.by_cluster.labels(self.label, code_l)
-        by_resource._value = _unlocked(by_resource._value)
-        by_cluster._value = _unlocked(by_cluster._value)
         children = (
-            by_resource._value,
-            by_cluster._value,
-            _HistogramCells.of(
+            unlocked_value(by_resource),
+            unlocked_value(by_cluster),
+            histogram_cells(
                 self._families.duration.labels(resource_l, verb_l, self.label, code_l)
             ),
         )

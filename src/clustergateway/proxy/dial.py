@@ -41,9 +41,9 @@ from twisted.internet.protocol import Protocol as _Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from clustergateway.fence.tlssocket import ClientTLSFactory
 from clustergateway.proxy.paths import ip_version
 from clustergateway.proxy.tls import verify_error_of
-from clustergateway.tlssocket import ClientTLSFactory
 
 __all__ = [
     "DialError",
@@ -121,7 +121,7 @@ class DirectDialer:
 class NoDelayEndpoint:
     """TCP connections from ``endpoint`` with Nagle's algorithm off, as Go dials them.
 
-    TLS on the socket (``tlssocket``) sends each record with its own ``send``;
+    TLS on the socket (``fence.tlssocket``) sends each record with its own ``send``;
     with Nagle on, the kernel holds back all but the first record of a write
     until the cluster acknowledges it, which the cluster may delay by 40 ms or
     more.  A spliced exec or port-forward stream waited that long in about a
@@ -370,7 +370,7 @@ class UpstreamEndpoint:
             factory: IProtocolFactory = protocolFactory
         else:
             # TLS by OpenSSL on the socket when the stream is a plain TCP
-            # connection, Twisted's memory-BIO TLS otherwise (``tlssocket``).
+            # connection, Twisted's memory-BIO TLS otherwise (``fence.tlssocket``).
             factory = ClientTLSFactory(
                 self.creator, _GateFactory(protocolFactory, attempt), clock=self.reactor
             )

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from clustergateway.fence.openssl import verify_result
 from clustergateway.proxy.credentials import ResolvedCredential
 from clustergateway.proxy.paths import UpstreamTarget, ip_version
 from clustergateway.registry.model import EndpointSpec
@@ -131,15 +132,13 @@ def verify_error_of(tls: Any) -> str | None:
     """Why OpenSSL rejected the server certificate on the TLS protocol ``tls``, if it did.
 
     pyOpenSSL has no ``get_verify_result``, so this reads OpenSSL's through
-    pyOpenSSL's binding; any problem doing so just means no detail (the
-    message then says "certificate verify failed" alone).  Never replace the
-    connection's verify callback to learn this: Twisted checks the host name
-    in it.
+    pyOpenSSL's binding (``fence.openssl``); any problem doing so just means no
+    detail (the message then says "certificate verify failed" alone).  Never
+    replace the connection's verify callback to learn this: Twisted checks the
+    host name in it.
     """
     try:
-        from OpenSSL._util import lib
-
-        code = int(lib.SSL_get_verify_result(tls.getHandle()._ssl))
+        code = verify_result(tls.getHandle())
     except Exception:
         return None
     if not code:

@@ -6,7 +6,7 @@ cluster's credential instead of the caller's) and reads the response head.
 
 - ``101``: the head is relayed verbatim (it carries ``Sec-WebSocket-Accept``,
   the chosen subprotocol, ``X-Stream-Protocol-Version``), the client
-  connection is taken over (:func:`clustergateway.takeover.take_over`, which
+  connection is taken over (:func:`clustergateway.fence.takeover.take_over`, which
   also hands over bytes the client sent early) and bytes flow both ways
   untouched.  Each side's transport is registered as the producer of the
   other, exactly as ``twisted.protocols.portforward`` does, so neither
@@ -40,14 +40,14 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import _ChunkedTransferDecoder
 
 from clustergateway.errors import BadGateway, BadRequest, GatewayTimeout
+from clustergateway.fence.takeover import can_take_over, take_over
+from clustergateway.fence.twisted_web import ChunkedTransferDecoder
 from clustergateway.observe.metrics import ClusterMetrics
 from clustergateway.proxy.answer import WebAnswer, write_status
 from clustergateway.proxy.forward import report_failure, upstream_error
 from clustergateway.proxy.h1client import NO_BODY_CODES
-from clustergateway.takeover import can_take_over, take_over
 
 __all__ = ["SpliceSettings", "UpgradeSplice"]
 
@@ -342,7 +342,7 @@ class UpgradeSplice:
         if self.request.method == b"HEAD" or code in NO_BODY_CODES:
             length, chunked = 0, False
         if chunked:
-            self._decoder = _ChunkedTransferDecoder(lambda _data: None, self._relay_done)
+            self._decoder = ChunkedTransferDecoder(lambda _data: None, self._relay_done)
         else:
             self._remaining = length
         if not self._take_over(head):

@@ -24,8 +24,8 @@ the ``h2`` library's own checks:
 Twisted already answers rapid reset (a token bucket of 1,000 resets, 33 a
 second, then GOAWAY ENHANCE_YOUR_CALM) and bounds the control frames it
 queues for a peer that does not read (17 KiB); neither is repeated here.
-``BoundedFrameBuffer`` reads ``h2``'s private buffer (``FrameBuffer._data``);
-``tests/unit/server/test_h2guard.py`` pins it.
+``BoundedFrameBuffer`` reads ``h2``'s private buffer (``FrameBuffer._data``), so it
+lives in ``clustergateway.fence.h2``; ``tests/unit/server/test_h2guard.py`` pins it.
 """
 
 from __future__ import annotations
@@ -36,25 +36,11 @@ import attrs
 import h2.connection
 import h2.events
 from h2.errors import ErrorCodes
-from h2.exceptions import FrameTooLargeError, ProtocolError
-from h2.frame_buffer import FrameBuffer
-from hyperframe.frame import Frame
+from h2.exceptions import ProtocolError
 
-__all__ = ["BoundedFrameBuffer", "FloodGuard", "GuardedH2Connection", "TokenBucket"]
+from clustergateway.fence.h2 import BoundedFrameBuffer
 
-
-class BoundedFrameBuffer(FrameBuffer):
-    """``h2``'s frame buffer, checking a frame's declared length from its header."""
-
-    def __next__(self) -> Frame:
-        data: bytearray = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            if length > self.max_frame_size:
-                raise FrameTooLargeError(
-                    f"Received overlong frame: length {length}, max {self.max_frame_size}"
-                )
-        return super().__next__()
+__all__ = ["FloodGuard", "GuardedH2Connection", "TokenBucket"]
 
 
 @attrs.define

@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnection
 from twisted.logger import Logger
 
 from clustergateway.certs import issue_cert, make_ca, write_pem
-from clustergateway.tlssocket import ServerTLSFactory
+from clustergateway.fence.tlssocket import ServerTLSFactory
 
 __all__ = [
     "CertificateError",
@@ -156,8 +156,8 @@ def cert_dir_pair(cert_dir: Path, names: Sequence[str]) -> ServingCert:
         _warn_if_expired(existing.chain_pem, cert_path)
         return ServingCert(existing.chain_pem, existing.key_pem, ca_pem)
     stamp = int(datetime.datetime.now(datetime.UTC).timestamp())
-    ca = make_ca(f"cluster-gateway-ca@{stamp}", days=3650)
-    leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True, days=365)
+    ca = make_ca(f"cluster-gateway-ca@{stamp}")
+    leaf_pair = issue_cert(ca, f"localhost@{stamp}", hosts=tuple(names), server=True)
     chain = leaf_pair.cert_pem + ca.cert_pem
     try:
         cert_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ class TLSListener(Service):
             )
         else:
             stream = tcp_endpoint(self.reactor, self.port, self.backlog, self.bind_address)
-        # TLS by OpenSSL on each accepted socket (``tlssocket``), not a
+        # TLS by OpenSSL on each accepted socket (``fence.tlssocket``), not a
         # memory-BIO wrapper protocol: the hot path's largest saving.
         failures: list[Any] = []
         d = stream.listen(

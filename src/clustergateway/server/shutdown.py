@@ -27,27 +27,18 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
-from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from clustergateway.fence.h2 import goaway_after_pending
+from clustergateway.fence.twisted_web import channel_of
 from clustergateway.proxy.drain import OpenStreams
 
 __all__ = ["GracefulShutdown"]
 
 #: How often connections still busy are looked at while the grace period runs.
 _POLL = 0.1
-
-
-def _goaway(h2: Any) -> bytes:
-    """A GOAWAY (NO_ERROR, the last stream that will be answered), after what ``h2`` had
-    pending.  Written past h2's state machine: once h2 sends GOAWAY itself it refuses to
-    send anything more, and the streams still open must end with END_STREAM."""
-    frame = GoAwayFrame(0)
-    frame.last_stream_id = h2.highest_inbound_stream_id
-    frame.error_code = 0
-    return bytes(h2.data_to_send()) + frame.serialize()
 
 
 @attrs.define(eq=False)
@@ -100,7 +91,7 @@ class GracefulShutdown:
             await deferLater(self.reactor, _POLL, lambda: None)
         cut = 0
         for protocol in self.connections():
-            transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+            transport = getattr(channel_of(protocol), "transport", None)
             if transport is not None:
                 cut += 1
                 transport.loseConnection()
@@ -127,12 +118,12 @@ class GracefulShutdown:
 
     def _go_away(self) -> None:
         for protocol in self.connections():
-            channel = getattr(protocol, "_channel", None)
+            channel = channel_of(protocol)
             h2 = getattr(channel, "conn", None)
             if channel is None:
                 continue
             if h2 is not None and channel.transport is not None:
-                channel.transport.write(_goaway(h2))
+                channel.transport.write(goaway_after_pending(h2))
             else:
                 channel.persistent = False  # HTTP/1.1: close after the response in progress
 
@@ -140,7 +131,7 @@ class GracefulShutdown:
         """Close connections with nothing in flight; True while some are still busy."""
         busy = False
         for protocol in self.connections():
-            channel = getattr(protocol, "_channel", None)
+            channel = channel_of(protocol)
             transport = getattr(channel, "transport", None)
             if channel is None or transport is None:
                 continue

@@ -35,6 +35,7 @@ from clustergateway.errors import (
     UnprocessableEntity,
     render_status,
 )
+from clustergateway.fence.twisted_web import stream_connection
 from clustergateway.testing import discovery, hubapis, openapi
 from clustergateway.testing.http import SimRequest
 from clustergateway.testing.kinds import ResourceType
@@ -276,7 +277,7 @@ class ApiResource(Resource):
         channel = call.request.channel
         transport = getattr(channel, "transport", None)
         if transport is None:  # HTTP/2: the stream's connection has the transport
-            transport = getattr(getattr(channel, "_conn", None), "transport", None)
+            transport = getattr(stream_connection(channel), "transport", None)
         cert = None
         if transport is not None and hasattr(transport, "getPeerCertificate"):
             cert = transport.getPeerCertificate()

@@ -23,7 +23,6 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from clustergateway.errors import (
@@ -32,6 +31,13 @@ from clustergateway.errors import (
     RequestEntityTooLarge,
     StatusError,
     status_body,
+)
+from clustergateway.fence.twisted_web import (
+    BadRequestHookChannel,
+    channel_of,
+    request_disconnected,
+    set_switch_timeout,
+    switch_site,
 )
 from clustergateway.server.h2channel import ChannelSwitch
 from clustergateway.testing.faults import Faults
@@ -53,7 +59,7 @@ def _status_response(error: StatusError, close: bool = True) -> bytes:
     return head.encode() + body
 
 
-class SimChannel(HTTPChannel):
+class SimChannel(BadRequestHookChannel):
     """``HTTPChannel`` with Go-sized limits and ``Status`` answers to broken requests."""
 
     MAX_LENGTH = _LINE_LIMIT
@@ -72,7 +78,7 @@ class SimChannel(HTTPChannel):
             site.connection_closed(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def answer_bad_request(self) -> None:
         if self.transport is not None:
             self.transport.write(_status_response(BadRequest("malformed HTTP request")))
         self.loseConnection()  # type: ignore[no-untyped-call]
@@ -89,25 +95,25 @@ class _SimSwitch(ChannelSwitch):
     """The ALPN switch; the site tracks whichever channel serves the connection."""
 
     def _switch_to_h2(self) -> None:
-        this: Any = self
-        old = this._channel
+        old = channel_of(self)
         super()._switch_to_h2()
-        site = this._site
+        site = switch_site(self)
         if isinstance(site, SimSite):
             site.connections.discard(old)
-            site.connections.add(this._channel)
+            site.connections.add(channel_of(self))
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
-        this: Any = self
-        site = this._site
-        if isinstance(site, SimSite) and not isinstance(this._channel, SimChannel):
-            site.connections.discard(this._channel)
+        site = switch_site(self)
+        channel = channel_of(self)
+        if isinstance(site, SimSite) and not isinstance(channel, SimChannel):
+            site.connections.discard(channel)
         super().connectionLost(reason)
 
 
 def _channel_factory(self: SimSite) -> _SimSwitch:
     protocol = _SimSwitch(SimChannel())  # type: ignore[no-untyped-call]
-    protocol._timeOut = None  # an HTTP/2 connection carrying only quiet watches stays
+    # An HTTP/2 connection carrying only quiet watches stays.
+    set_switch_timeout(protocol, None)
     return protocol
 
 
@@ -163,14 +169,14 @@ class SimRequest(Request):
         super().write(data)  # type: ignore[no-untyped-call]
 
     def finish(self) -> None:
-        if self._dropped or self._disconnected or self.finished:
+        if self._dropped or request_disconnected(self) or self.finished:
             return
         super().finish()  # type: ignore[no-untyped-call]
 
     @property
     def gone(self) -> bool:
         """True once the client disconnected or the response was cut."""
-        return bool(self._disconnected or self._dropped)
+        return request_disconnected(self) or self._dropped
 
     def too_large_error(self) -> StatusError:
         return RequestEntityTooLarge("the request body exceeds 3 MiB")

@@ -36,7 +36,7 @@ from wsproto.utilities import generate_accept_token
 from zope.interface import implementer
 
 from clustergateway.errors import BadRequest, Forbidden, NotFound, StatusError, render_status
-from clustergateway.takeover import can_take_over, take_over
+from clustergateway.fence.takeover import can_take_over, take_over
 from clustergateway.testing.commands import CommandEnv, CommandSet, PodFilesystem
 from clustergateway.testing.upgraded import (
     ExecOptions,

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from clustergateway.errors import StatusError
+from clustergateway.fence.twisted_web import request_disconnected
 from clustergateway.testing.faults import Faults
 from clustergateway.testing.kinds import ResourceType
 from clustergateway.testing.selectors import (
@@ -196,7 +197,7 @@ class WatchStream:
         if self._closed:
             return
         self._stop()
-        if not self.request.finished and not getattr(self.request, "_disconnected", False):
+        if not self.request.finished and not request_disconnected(self.request):
             self.request.finish()
 
     def abandon(self) -> None:

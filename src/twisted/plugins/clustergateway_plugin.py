@@ -17,7 +17,7 @@ clustergateway = ServiceMaker(
 
 clustergateway_reactor = Reactor(
     "clustergateway",
-    "clustergateway.server.reactor",
+    "clustergateway.fence.reactor",
     "The cluster gateway's epoll reactor (no logging context per event, pass-end writes, "
     "busy polling).",
 )

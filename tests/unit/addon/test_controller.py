@@ -35,6 +35,23 @@ def test_kicks_during_a_pass_coalesce_into_one_rerun():
     assert len(gates) == 2 and runner.passes == 2
 
 
+def test_a_pass_that_never_waits_leaves_the_runner_ready():
+    """A pass that completes at once (nothing to wait for) still lets the next kick run
+    the next pass."""
+    clock = Clock()
+    calls: list[float] = []
+
+    async def action() -> None:
+        calls.append(clock.seconds())
+
+    runner = ReconcileRunner(clock, action)
+    runner.kick()
+    clock.advance(0.05)
+    runner.kick()
+    clock.advance(0.05)
+    assert calls == [0.05, 0.1] and runner.passes == 2
+
+
 def test_failure_is_retried_after_backoff():
     """A failed pass is retried after the backoff delay, not at once."""
     clock = Clock()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from clustergateway.addon.tap import Options
+from clustergateway.addon.tap import AddonManagerConfig, Options, build_service
 
 
 def _parse(args, monkeypatch, namespace="addon-ns"):
@@ -62,3 +65,34 @@ def test_twistd_plugin_is_found():
     maker = makers["cluster-gateway-addon-manager"]
     assert maker.options.__module__ == "clustergateway.addon.tap"
     assert "clustergateway" in makers
+
+
+class _StopsLater(Service):
+    """A service whose stop waits for the test, as a pass or a Lease release waits on I/O."""
+
+    def __init__(self) -> None:
+        self.stopping: Deferred[None] = Deferred()
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
+        super().stopService()
+        return self.stopping
+
+
+def test_stop_finishes_on_a_turn_of_its_own(hub):
+    """The manager's stop fires from the reactor, not from inside the callback that ended
+    its last part (a hub connection's dataReceived): twistd's disconnectAll comes next and
+    must not tear that connection down under its own dataReceived."""
+    clock = MemoryReactorClock()
+    config = AddonManagerConfig(
+        namespace="addon-ns", metrics_bind_address="0", health_probe_bind_address="0"
+    )
+    manager = build_service(clock, config, hub=hub)
+    manager.leading = MultiService()
+    part = _StopsLater()
+    part.setServiceParent(manager.leading)
+    manager.startService()
+    stopped = manager.stopService()
+    part.stopping.callback(None)
+    assert not stopped.called
+    clock.advance(0)
+    assert stopped.called

@@ -32,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from clustergateway.certs import KeyPair
-from clustergateway.takeover import take_over
+from clustergateway.fence.takeover import take_over
 
 CHUNK = 64 * 1024
 

@@ -24,9 +24,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import provider
 
+from clustergateway.fence.takeover import can_take_over, take_over
 from clustergateway.server.h1channel import H1Channel
 from clustergateway.server.site import GatewayRequest, GatewaySite
-from clustergateway.takeover import can_take_over, take_over
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
 SERVER = IPv4Address("TCP", "127.0.0.1", 9443)

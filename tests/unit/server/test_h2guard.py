@@ -21,7 +21,8 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from clustergateway.server.h2guard import LIMITS, BoundedFrameBuffer, TokenBucket
+from clustergateway.fence.h2 import BoundedFrameBuffer
+from clustergateway.server.h2guard import LIMITS, TokenBucket
 from tests.unit.server.test_h2channel import Conn, _get, conn  # noqa: F401 - the fixture
 
 __all__ = ["conn"]

@@ -2,9 +2,10 @@
 
 ``twisted.web`` has no public API for HTTP Upgrade (Twisted ticket #3204).  The
 gateway's upgrade splice and the simulated cluster's exec/port-forward servers
-both need the raw connection once they answer ``101 Switching Protocols``, so the
-one unavoidable use of Twisted internals lives here, covered by its own tests
-(twisted-notes §2.1, §2.3).  Pinned to the Twisted version in ``pyproject.toml``.
+both need the raw connection once they answer ``101 Switching Protocols``, so this
+use of Twisted internals lives in the fence (``clustergateway.fence`` lists the
+names), covered by its own tests (twisted-notes §2.1, §2.3).  Pinned to the
+Twisted versions in ``pyproject.toml``.
 
 What it does, in order:
 

@@ -1,4 +1,4 @@
-"""``server.reactor``: the epoll reactor without a logging context per I/O event."""
+"""``fence.reactor``: the epoll reactor without a logging context per I/O event."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import LogLevel, globalLogPublisher
 
-from clustergateway.server.reactor import LeanEPollReactor
+from clustergateway.fence.reactor import LeanEPollReactor
 
 
 class Reader(FileDescriptor):

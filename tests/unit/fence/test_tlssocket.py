@@ -1,4 +1,4 @@
-"""TLS on the socket (``clustergateway.tlssocket``): real TCP, real OpenSSL, both ends.
+"""TLS on the socket (``clustergateway.fence.tlssocket``): real TCP, real OpenSSL, both ends.
 
 Each test listens with :class:`ServerTLSFactory` on a loopback port and
 connects with :class:`ClientTLSFactory`, so both sides run the socket-TLS
@@ -32,8 +32,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clustergateway.certs import KeyPair, issue_cert, make_ca
-from clustergateway.server.reactor import LeanEPollReactor
-from clustergateway.tlssocket import ClientTLSFactory, ServerTLSFactory, _SocketTLS
+from clustergateway.fence.reactor import LeanEPollReactor
+from clustergateway.fence.tlssocket import ClientTLSFactory, ServerTLSFactory, _SocketTLS
 
 
 def reactor() -> Any:
@@ -370,7 +370,7 @@ def _quick_server(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> _QuickServer:
     import threading
     from pathlib import Path
 
-    from clustergateway import tlssocket
+    from clustergateway.fence import tlssocket
 
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")

@@ -217,7 +217,7 @@ class _SocketTLS:
         Twisted registers a transport with something to send for writability
         and sends when epoll says so: two ``epoll_ctl`` calls and one more
         pass of the loop per response.  A reactor offering ``write_soon``
-        (``server.reactor.LeanEPollReactor``) instead calls ``doWrite`` once
+        (``fence.reactor.LeanEPollReactor``) instead calls ``doWrite`` once
         the events of the current pass are handled — every write of the pass
         joined into one TLS record and one ``send`` — and only a send that
         does not fit the socket falls back to waiting for writability.
@@ -336,7 +336,7 @@ def _attach(connection: SSL.Connection, transport: Any, server: bool) -> None:
     OpenSSL owns and frees here — for a socket BIO on the same descriptor,
     keeping all of it; pyOpenSSL is then told it is a socket connection.
     This reaches into pyOpenSSL's binding, as ``proxy.tls.verify_error_of``
-    does; ``tests/unit/test_tlssocket.py`` pins it.
+    does; ``tests/unit/fence/test_tlssocket.py`` pins it.
     """
     if _lib.SSL_set_fd(connection._ssl, transport.socket.fileno()) != 1:
         raise SSL.Error("SSL_set_fd failed")

@@ -1,4 +1,4 @@
-"""The connection takeover after a 101: the one place that uses Twisted internals."""
+"""The connection takeover after a 101 (``fence.takeover``: Twisted internals)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from clustergateway.takeover import UpgradeNotPossible, can_take_over, take_over
+from clustergateway.fence.takeover import UpgradeNotPossible, can_take_over, take_over
 
 HEAD = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\nConnection: Upgrade\r\n\r\n"
 

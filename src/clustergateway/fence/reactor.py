@@ -12,7 +12,7 @@ errors from ``doRead``/``doWrite``; anything escaping it is still logged.
 It also offers ``write_soon(transport)``: the transport's ``doWrite`` runs
 once the events of the current pass are handled (and before the next poll,
 for writes made by timers), instead of after registering for writability
-and polling again.  ``clustergateway.tlssocket`` uses it; see its
+and polling again.  ``clustergateway.fence.tlssocket`` uses it; see its
 ``startWriting``.
 
 After a pass that handled events it polls again without sleeping for up to
@@ -28,6 +28,11 @@ Both entry points run it: ``tap.global_reactor`` installs it when the plugin
 builds its service, before twistd would install its default, and
 ``--reactor=clustergateway`` names it (``twisted/plugins``).  The test suite
 runs on it too (``tests/conftest.py``).
+
+``doPoll`` is one method of ``EPollReactor`` with no hooks, so this copy of it
+uses the reactor's private ``_poller``, ``_selectables`` and
+``_doReadOrWrite``; hence its place in the fence (``tests/unit/fence/test_reactor.py``
+pins it).
 """
 
 from __future__ import annotations
