@@ -5,7 +5,7 @@
 
 Each kubectl-like GET (9 header lines, a Bearer token) goes through
 ``GatewaySite`` on a ``StringTransport`` to a leaf resource that answers
-``{}``, once on :class:`~clustergateway.server.h1channel.H1Channel` and once on
+``{}``, once on :class:`~clustergateway.fence.h1channel.H1Channel` and once on
 Twisted's line-by-line ``HTTPChannel``.  The figure is process CPU time per
 request, so it includes the request object and the response (the same for
 both); the difference is the parsing.  No sockets, no other processes: it can

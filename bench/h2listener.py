@@ -5,8 +5,8 @@
 
 ``bench.h2engine`` times the protocol engines alone; this times the whole
 listener a request crosses, without sockets or TLS: the connection
-(:class:`~clustergateway.server.h2channel.GatewayH2Connection` on h2, or the
-prototype :class:`~clustergateway.server.h2engine_ngh2.Ngh2Connection` on
+(:class:`~clustergateway.fence.h2channel.GatewayH2Connection` on h2, or the
+prototype :class:`~clustergateway.fence.h2engine_ngh2.Ngh2Connection` on
 libnghttp2), Twisted's ``H2Stream`` and ``GatewaySite``'s twisted.web request,
 to a leaf resource that answers the small-GET row's 616 bytes.  A client
 (ngh2, outside the timer) sends kubectl-like GETs one at a time (``16x1``) or
@@ -29,8 +29,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 
 from bench.h2engine import BODY, REQUEST, best_of
-from clustergateway.server.h2channel import GatewayH2Connection
-from clustergateway.server.h2engine_ngh2 import Ngh2Connection
+from clustergateway.fence.h2channel import GatewayH2Connection
+from clustergateway.fence.h2engine_ngh2 import Ngh2Connection
 from clustergateway.server.site import GatewaySite
 
 __all__ = ["CHANNELS", "cpu_per_request", "main"]

@@ -21,22 +21,6 @@ FOREIGN = frozenset(
      "cryptography"}
 )  # fmt: skip
 
-#: Modules still using private names directly while they are being rewritten; their
-#: names are listed in the fence's docstring as "not yet fenced".  Remove an entry
-#: once its module goes through ``clustergateway.fence``.
-NOT_YET_FENCED = frozenset(
-    {
-        "server/h1channel.py",
-        "server/h2channel.py",
-        "server/leanproxy.py",
-        "server/site.py",
-        "server/tree.py",
-        "server/h2engine_ngh2.py",
-        "proxy/forward.py",
-        "proxy/resource.py",
-    }
-)
-
 _ATTRIBUTE_FUNCTIONS = frozenset({"getattr", "hasattr", "setattr", "delattr"})
 
 
@@ -218,7 +202,7 @@ def test_private_names_of_other_libraries_are_used_inside_the_fence_only() -> No
     ours = _ours()
     found = []
     for relative, tree in _modules():
-        if relative.startswith("fence/") or relative in NOT_YET_FENCED:
+        if relative.startswith("fence/"):
             continue
         found.extend(foreign_private_uses(relative, tree, ours))
     assert not found, "private names of other libraries outside clustergateway.fence:\n" + (

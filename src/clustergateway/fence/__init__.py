@@ -12,13 +12,11 @@ name, when an installed release lacks a name listed below, or when code outside
 this package uses a private name of those libraries.
 
 Every foreign private name the project relies on, by library; after each, the
-module of ours that uses it and why no public API serves.  Names marked
-"(not yet fenced)" are used directly by modules being rewritten
-(``server/h1channel.py``, ``server/h2channel.py``, ``server/leanproxy.py``,
-``server/site.py``, ``server/tree.py``, ``server/h2engine_ngh2.py``,
-``proxy/forward.py``, ``proxy/resource.py``); they move behind the accessors
-here as that work lands, and ``tests/unit/test_fence.py`` lists them as exceptions
-until then.
+module of ours that uses it and why no public API serves.  Three modules
+here are whole overrides of Twisted's HTTP channels and use its names
+directly: ``h1channel`` (request heads parsed by llhttp), ``h2channel``
+(HTTP/2 frames sent in the pass they are ready) and ``h2engine_ngh2`` (the
+libnghttp2 prototype, not wired).
 
 Twisted
 -------
@@ -45,56 +43,56 @@ The channel takeover after a 101 (``fence.takeover``; ``twisted.web`` has no
 HTTP Upgrade API, Twisted ticket #3204):
 
 - ``twisted.web.http.HTTPChannel._dataBuffer`` — bytes the client sent after the
-  request head, parked by the channel (also ``server/h1channel.py``, not yet fenced).
+  request head, parked by the channel (also ``fence.h1channel``).
 - ``twisted.web.http.HTTPChannel._networkProducer`` — the transport's producer slot,
-  freed for the new protocol (also ``server/h2channel.py``, not yet fenced).
+  freed for the new protocol (also ``fence.h2channel``).
 
 ``twisted.web`` (``fence.twisted_web``):
 
 - ``twisted.web.http._GenericHTTPChannelProtocol`` — the ALPN switch ``Site``
-  builds per connection (``GenericHTTPChannelProtocol``; ``server/site.py`` and
-  ``server/h2channel.py`` subclass it, not yet fenced).
+  builds per connection (``GenericHTTPChannelProtocol``; ``server.site`` names it,
+  ``fence.h2channel`` subclasses it).
 - ``twisted.web.http._GenericHTTPChannelProtocol._channel`` — the channel it serves
-  with (``channel_of``: ``server.shutdown``, ``testing.http``; ``server/site.py``
-  and ``server/h2channel.py``, not yet fenced).
+  with (``channel_of``: ``server.shutdown``, ``testing.http``, ``server.site``,
+  ``fence.h2channel``).
 - ``twisted.web.http._GenericHTTPChannelProtocol._site`` — ``switch_site``
-  (``testing.http``; ``server/h2channel.py``, not yet fenced).
+  (``testing.http``, ``fence.h2channel``).
 - ``twisted.web.http._GenericHTTPChannelProtocol._timeOut`` — the idle timeout it
-  gives an HTTP/2 channel (``set_switch_timeout``: ``testing.http``;
-  ``server/site.py`` and ``server/h2channel.py``, not yet fenced).
+  gives an HTTP/2 channel (``set_switch_timeout``: ``testing.http``,
+  ``server.site``, ``fence.h2channel``).
 - ``twisted.web.http._GenericHTTPChannelProtocol._negotiatedProtocol``,
   ``twisted.web.http._GenericHTTPChannelProtocol._requestFactory``,
   ``twisted.web.http._GenericHTTPChannelProtocol._factory``,
   ``twisted.web.http._GenericHTTPChannelProtocol._callLater`` — read when
-  ``server/h2channel.py`` swaps in its own HTTP/2 connection (not yet fenced).
+  ``fence.h2channel`` swaps in its own HTTP/2 connection.
 - ``twisted.web.http._ChunkedTransferDecoder`` — ``ChunkedTransferDecoder``:
   ``proxy.upgrade`` follows a chunked 101 body with it; no public decoder.
 - ``twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect`` — overridden by
   ``BadRequestHookChannel`` (``testing.http``: a ``Status`` instead of a bare
-  400); called by ``server/h1channel.py`` (not yet fenced).
+  400); called by ``fence.h1channel``.
 - ``twisted.web.http.HTTPChannel._handlingRequest``,
   ``twisted.web.http.HTTPChannel._transferDecoder``,
   ``twisted.web.http.HTTPChannel._maybeChooseTransferDecoder``,
   ``twisted.web.http.HTTPChannel._savedTimeOut`` — the channel state
-  ``server/h1channel.py`` and ``server/leanproxy.py`` keep in step with their own
-  head parser (not yet fenced).
+  ``fence.h1channel`` keeps in step with its own head parser; ``hold_request``
+  sets the request in hand for ``server.callers`` (a request answered on its
+  connection).
 - ``twisted.web.http.Request._disconnected`` — the client went away
-  (``request_disconnected``: ``testing.watch``; ``server/tree.py``,
-  ``server/site.py``, ``server/leanproxy.py``, ``proxy/forward.py``,
-  ``proxy/resource.py``, not yet fenced); ``notifyFinish`` says it only once.
+  (``request_disconnected``: ``testing.watch``, ``server.tree``,
+  ``server.site``, ``proxy.answer``); ``notifyFinish`` says it only once.
 - ``twisted.web.server.Request._handleStar`` — ``OPTIONS *`` in
-  ``server/site.py``'s own ``process`` (not yet fenced).
+  ``server.site``'s own ``process`` (``handle_star``).
 - ``twisted.web.http_headers._nameEncoder`` — ``encode_header_name``
-  (``server/h1channel.py``, ``server/h2channel.py``, ``server/leanproxy.py``, not
-  yet fenced): the canonical header-name bytes ``Headers`` stores.
+  and ``HEADER_NAME_ENCODER`` (``fence.h1channel``, ``fence.h2channel``,
+  ``server.callers``): the canonical header-name bytes ``Headers`` stores.
 - ``twisted.web.http_headers.Headers._rawHeaders`` — ``raw_headers``
-  (``server/h1channel.py``, ``server/leanproxy.py``, not yet fenced): filled and read
+  (``fence.h1channel``, ``server.callers``): filled and read
   in place on the hot path, without ``getAllRawHeaders``' copies.
 - ``twisted.web._http2`` — Twisted's HTTP/2 server (``H2Connection``,
-  ``H2Stream``); ``server/h2channel.py`` subclasses its connection and
-  ``server/h2engine_ngh2.py`` builds its streams (not yet fenced).
+  ``H2Stream``); ``fence.h2channel`` subclasses its connection and
+  ``fence.h2engine_ngh2`` builds its streams.
 - ``twisted.web._http2._END_STREAM_SENTINEL`` — ``END_STREAM``
-  (``server/h2channel.py``, not yet fenced).
+  (``fence.h2channel``).
 - ``twisted.web._http2.H2Connection._requestReceived``,
   ``twisted.web._http2.H2Connection._requestDataReceived``,
   ``twisted.web._http2.H2Connection._requestEnded``,
@@ -107,13 +105,12 @@ HTTP Upgrade API, Twisted ticket #3204):
   ``twisted.web._http2.H2Connection._requestDone``,
   ``twisted.web._http2.H2Connection._respondToBadRequestAndDisconnect``,
   ``twisted.web._http2.H2Connection._isSecure`` — overridden or read by
-  ``server/h2channel.py`` (frames leave in the pass they are ready) and
-  ``server/h2engine_ngh2.py`` (not yet fenced).
+  ``fence.h2channel`` and ``fence.h2engine_ngh2``.
 - ``twisted.web._http2.H2Stream._conn`` — an HTTP/2 stream's connection, which has
   the transport (``stream_connection``: ``auth.clientcert``,
-  ``testing.apiserver``; ``server/leanproxy.py``, not yet fenced).
+  ``testing.apiserver``, ``server.callers``).
 - ``twisted.web._http2.H2Stream._request`` — the request a stream reports resets
-  to (``server/leanproxy.py``, not yet fenced).
+  to (``set_stream_request``: ``server.callers``).
 
 ``twistd`` (``fence.twistd``):
 

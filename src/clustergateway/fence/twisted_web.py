@@ -20,6 +20,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 
 __all__ = [
     "END_STREAM",
+    "HEADER_NAME_ENCODER",
     "BadRequestHookChannel",
     "ChunkedTransferDecoder",
     "GenericHTTPChannelProtocol",
@@ -27,8 +28,11 @@ __all__ = [
     "H2Stream",
     "channel_of",
     "encode_header_name",
+    "handle_star",
+    "hold_request",
     "raw_headers",
     "request_disconnected",
+    "set_stream_request",
     "set_switch_timeout",
     "stream_connection",
     "switch_site",
@@ -63,6 +67,38 @@ class BadRequestHookChannel(HTTPChannel):
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted's name
         self.answer_bad_request()
+
+
+#: ``Headers``' name encoder (``encode`` gives the canonical capitalisation): the
+#: hot loops that write response heads bind its method once.
+HEADER_NAME_ENCODER: Any = _nameEncoder
+
+
+def hold_request(channel: Any, request: Any, persistent: bool) -> None:
+    """Make ``request`` the HTTP/1.1 ``channel``'s request in hand, as
+    ``HTTPChannel.allContentReceived`` does before handing one over.
+
+    The channel then tells it of a lost connection, parks bytes that arrive
+    meanwhile, and resumes parsing at ``requestDone``.  Twisted stops the idle
+    timer here and starts a new one at ``requestDone``; the timer is left
+    running instead (``fence.h1channel.H1Channel`` re-arms it if it fires while
+    a request is handled), which saves a cancel and a new timer per request.
+    """
+    channel.requests.append(request)
+    channel.persistent = persistent
+    channel.length = 0
+    channel._savedTimeOut = None
+    channel._handlingRequest = True
+
+
+def set_stream_request(stream: Any, request: Any) -> None:
+    """Make ``request`` the one an HTTP/2 stream tells of resets and lost connections."""
+    stream._request = request
+
+
+def handle_star(request: Any) -> None:
+    """Answer ``OPTIONS *`` (or refuse any other method on ``*``) as twisted.web does."""
+    request._handleStar()
 
 
 def encode_header_name(name: bytes | str) -> bytes:

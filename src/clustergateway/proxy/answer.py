@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from twisted.web.http import datetimeToString
 
 from clustergateway.errors import StatusError, retry_after, status_body
+from clustergateway.fence.twisted_web import request_disconnected
 from clustergateway.proxy.h1client import NO_BODY_CODES
 
 __all__ = ["Answer", "OverHook", "WebAnswer", "write_status"]
@@ -144,7 +145,7 @@ class WebAnswer:
     @property
     def done(self) -> bool:
         request = self.request
-        return bool(request.finished or getattr(request, "_disconnected", False))
+        return bool(request.finished or request_disconnected(request))
 
     def body(self) -> bytes | None:
         """The buffered body; None when the request had none, so no length is invented."""

@@ -7,9 +7,9 @@ memory that was ~75 µs of Python per request, more than TLS and the sockets
 cost together.  So the channels hand such requests to :class:`ProxyEntry`
 once their head is complete, and the answer is written straight to the
 connection: :class:`H1Answer` for an HTTP/1.1 head
-(:class:`~clustergateway.server.h1channel.H1Channel`), :class:`H2Answer` for
+(:class:`~clustergateway.fence.h1channel.H1Channel`), :class:`H2Answer` for
 an HTTP/2 stream whose request ended with its headers (:class:`H2Head`, from
-:class:`~clustergateway.server.h2channel.GatewayH2Connection`).
+:class:`~clustergateway.fence.h2channel.GatewayH2Connection`).
 
 Both are :class:`~clustergateway.proxy.answer.Answer` s, like twisted.web's
 ``Request`` (``WebAnswer``): what is done with the request — the ``Gate``
@@ -40,11 +40,18 @@ from typing import Any
 import attrs
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, parse_qs
-from twisted.web.http_headers import Headers, _nameEncoder
+from twisted.web.http_headers import Headers
 
 from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes
 from clustergateway.auth.user import UserInfo
+from clustergateway.fence.twisted_web import (
+    HEADER_NAME_ENCODER,
+    hold_request,
+    raw_headers,
+    set_stream_request,
+    stream_connection,
+)
 from clustergateway.proxy.answer import OverHook
 from clustergateway.proxy.h1client import NO_BODY_CODES
 from clustergateway.proxy.resource import ClusterProxy
@@ -110,7 +117,7 @@ class ProxyEntry:
         """Path, query and known route of a request the channels answer, else None."""
         if not url.startswith(self.prefix):
             return None
-        raw = headers._rawHeaders
+        raw = raw_headers(headers)
         for name in _NOT_TAKEN:
             if name in raw:
                 return None
@@ -130,19 +137,11 @@ class ProxyEntry:
         if route is None:
             return False
         path, query, known = route
-        connection = headers._rawHeaders.get(b"Connection")
+        connection = raw_headers(headers).get(b"Connection")
         persistent = not (connection and b"close" in [t.lower() for t in connection[0].split(b" ")])
         self.served += 1
         answer = H1Answer(channel, method, url, path, query, headers, persistent)
-        # What HTTPChannel.allContentReceived does before handing a request over.
-        channel.requests.append(answer)
-        channel.persistent = persistent
-        channel.length = 0
-        # Twisted stops the idle timer here and starts a new one at requestDone;
-        # here it keeps running (H1Channel re-arms it if it fires while a
-        # request is handled) and is pushed back when the response is done.
-        channel._savedTimeOut = None
-        channel._handlingRequest = True
+        hold_request(channel, answer, persistent)
         self._start(answer, *known)
         return True
 
@@ -159,7 +158,7 @@ class ProxyEntry:
         self.served += 1
         self.served_h2 += 1
         answer = H2Answer(stream, method, url, path, query, headers, True)
-        stream._request = answer  # the stream tells it of resets and lost connections
+        set_stream_request(stream, answer)
         self._start(answer, *known)
         return True
 
@@ -205,7 +204,7 @@ class H2Head:
         request.requestHeaders = self.requestHeaders
         request.gotLength(self._length)
         request.parseCookies()
-        stream._request = request
+        set_stream_request(stream, request)
         request.requestReceived(command, path, version)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted.web's name
@@ -325,7 +324,7 @@ class H1Answer:
         lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase or RESPONSES.get(code, b"Unknown Status"))]
         if not self.persistent:
             lines.append(_CLOSE)
-        encode = _nameEncoder.encode
+        encode = HEADER_NAME_ENCODER.encode
         for name, value in headers:
             lines += (encode(name), b": ", value, b"\r\n")
         if code in NO_BODY_CODES:
@@ -401,7 +400,9 @@ class H2Answer(H1Answer):
             headers = [*headers, (b"content-length", b"%d" % length)]
         self.started = True
         stream = self.channel
-        stream._conn.writeHeaders(b"HTTP/2", b"%d" % code, b"", headers, stream.streamID)
+        stream_connection(stream).writeHeaders(
+            b"HTTP/2", b"%d" % code, b"", headers, stream.streamID
+        )
 
     def write(self, data: bytes) -> None:
         self.sent += len(data)

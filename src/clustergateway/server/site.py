@@ -21,7 +21,7 @@ What changes from Twisted's defaults, and why (twisted-notes §1.2, §1.3, §3, 
 * no access line per request unless an access log is installed
   (``request_log``; twisted.web would format one string per request);
 * HTTP/1.1 request heads are parsed by llhttp
-  (:class:`~clustergateway.server.h1channel.H1Channel`), not line by line.
+  (:class:`~clustergateway.fence.h1channel.H1Channel`), not line by line.
 """
 
 from __future__ import annotations
@@ -36,12 +36,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 
 from clustergateway import errors
-from clustergateway.server.h1channel import H1Channel
-from clustergateway.server.h2channel import ChannelSwitch
+from clustergateway.fence.h1channel import H1Channel
+from clustergateway.fence.h2channel import ChannelSwitch
+from clustergateway.fence.twisted_web import (
+    GenericHTTPChannelProtocol,
+    channel_of,
+    handle_star,
+    request_disconnected,
+    set_switch_timeout,
+)
 
 __all__ = [
     "CappedBody",
@@ -108,7 +114,7 @@ class GatewayRequest(server.Request):
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
-            self._handleStar()  # type: ignore[no-untyped-call]
+            handle_star(self)
             return
         try:
             self.render(site.getResourceFor(self))  # type: ignore[no-untyped-call]
@@ -123,7 +129,7 @@ class GatewayRequest(server.Request):
             method=self.method.decode("ascii", "replace"),
             path=self.path.decode("utf-8", "replace"),
         )
-        if self.finished or self._disconnected:
+        if self.finished or request_disconnected(self):
             return
         if self.startedWriting:
             self.loseConnection()  # type: ignore[no-untyped-call]
@@ -133,7 +139,7 @@ class GatewayRequest(server.Request):
         self.finish()  # type: ignore[no-untyped-call]
 
 
-def _channel_factory(site: server.Site) -> _GenericHTTPChannelProtocol:
+def _channel_factory(site: server.Site) -> GenericHTTPChannelProtocol:
     """``HTTPFactory.protocol``: the ALPN switch (``h2channel``) in front of an H1Channel."""
     return ChannelSwitch(H1Channel())  # type: ignore[no-untyped-call]
 
@@ -180,14 +186,14 @@ class GatewaySite(server.Site):
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         protocol = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         self._connections.add(protocol)
-        channel = protocol._channel
+        channel = channel_of(protocol)
         channel.MAX_LENGTH = self.max_header_bytes
         channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
         channel.maxHeaders = 1000
         channel.proxy_entry = self.proxy_entry
         # Only an h2 connection that replaces the HTTP/1.1 channel reads this:
         # closed when it has had no open stream for that long (h2channel).
-        protocol._timeOut = self.timeOut
+        set_switch_timeout(protocol, self.timeOut)
         make_connection = protocol.makeConnection
 
         def make_connection_with_socket_options(transport: Any) -> None:
@@ -205,7 +211,7 @@ class GatewaySite(server.Site):
         """The protocols of the client connections still open."""
         found = []
         for protocol in list(self._connections):
-            transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+            transport = getattr(channel_of(protocol), "transport", None)
             if transport is None or getattr(transport, "disconnected", False):
                 continue
             if not getattr(transport, "disconnecting", False):

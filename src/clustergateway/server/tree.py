@@ -43,6 +43,7 @@ from clustergateway.api.types import GroupVersion
 from clustergateway.auth.guard import RequestAttributes, RequestGuard
 from clustergateway.auth.user import UserInfo
 from clustergateway.eager import Pending, run_eagerly
+from clustergateway.fence.twisted_web import request_disconnected
 from clustergateway.proxy.answer import Answer, WebAnswer, write_status
 from clustergateway.server.negotiate import parse_accept
 from clustergateway.server.probes import Check, ProbeResource
@@ -70,7 +71,7 @@ class ClusterProxyRenderer(Protocol):
 
 def finish_with(request: IRequest, body: bytes) -> None:
     """Write ``body`` and finish, unless the client is already gone."""
-    if request.finished or getattr(request, "_disconnected", False):  # type: ignore[attr-defined]
+    if request.finished or request_disconnected(request):  # type: ignore[attr-defined]
         return
     request.write(body)
     request.finish()

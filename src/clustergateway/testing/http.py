@@ -8,7 +8,7 @@ Differences from stock ``twisted.web`` that a Kubernetes client notices:
 - request line and header limits raised to 1 MiB, like Go's server;
 - request bodies kept in memory and capped at 3 MiB (kube-apiserver's limit);
 - HTTP/2 (ALPN ``h2``, as kube-apiserver) with the gateway's own HTTP/2
-  connection (``server.h2channel``: frames leave in the pass they are ready),
+  connection (``fence.h2channel``: frames leave in the pass they are ready),
   without an idle timer that would end quiet watches; HTTP/1.1 only when
   ``http2`` is off;
 - the ``drop_after_bytes`` fault cuts a response after that many body bytes;
@@ -32,6 +32,7 @@ from clustergateway.errors import (
     StatusError,
     status_body,
 )
+from clustergateway.fence.h2channel import ChannelSwitch
 from clustergateway.fence.twisted_web import (
     BadRequestHookChannel,
     channel_of,
@@ -39,7 +40,6 @@ from clustergateway.fence.twisted_web import (
     set_switch_timeout,
     switch_site,
 )
-from clustergateway.server.h2channel import ChannelSwitch
 from clustergateway.testing.faults import Faults
 
 __all__ = ["MAX_BODY_BYTES", "SimChannel", "SimRequest", "SimSite"]

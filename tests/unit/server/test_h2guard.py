@@ -23,7 +23,7 @@ from hyperframe.frame import (
 
 from clustergateway.fence.h2 import BoundedFrameBuffer
 from clustergateway.server.h2guard import LIMITS, TokenBucket
-from tests.unit.server.test_h2channel import Conn, _get, conn  # noqa: F401 - the fixture
+from tests.unit.fence.test_h2channel import Conn, _get, conn  # noqa: F401 - the fixture
 
 __all__ = ["conn"]
 

@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from clustergateway.server.h2engine_ngh2 import MAX_CONCURRENT_STREAMS, Ngh2Connection
+from clustergateway.fence.h2engine_ngh2 import MAX_CONCURRENT_STREAMS, Ngh2Connection
 from clustergateway.server.site import GatewaySite
 
 HEAD_LIMIT = 32768

@@ -1,4 +1,4 @@
-"""HTTP/2 serving (``server.h2channel``): responses leave in the pass they are ready.
+"""HTTP/2 serving (``fence.h2channel``): responses leave in the pass they are ready.
 
 Driven by the ``h2`` library as the client, over an in-memory transport that
 says ALPN chose ``h2``, on a clock that only moves when told: whatever a test
@@ -22,7 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from clustergateway.server.h2channel import FRAMES_PER_PASS, GatewayH2Connection, RoundRobin
+from clustergateway.fence.h2channel import FRAMES_PER_PASS, GatewayH2Connection, RoundRobin
 from clustergateway.server.site import GatewaySite
 
 

@@ -2,7 +2,7 @@
 
 Issue 18 asks for the listener's HTTP/2 on a native engine.  This module is
 the measured prototype of ``bench/HISTORY.md``'s 2026-12-07 entry: the same
-connection-side interface that :class:`~clustergateway.server.h2channel.GatewayH2Connection`
+connection-side interface that :class:`~clustergateway.fence.h2channel.GatewayH2Connection`
 offers Twisted's ``H2Stream`` (``writeHeaders``, ``writeDataToStream``,
 ``endRequest``, ``abortRequest``, ``openStreamWindow``,
 ``remainingOutboundWindow``, ``getPeer``/``getHost``/``_isSecure``, the 100

@@ -24,8 +24,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import provider
 
+from clustergateway.fence.h1channel import H1Channel
 from clustergateway.fence.takeover import can_take_over, take_over
-from clustergateway.server.h1channel import H1Channel
 from clustergateway.server.site import GatewayRequest, GatewaySite
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
