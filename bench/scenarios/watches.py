@@ -111,15 +111,19 @@ def run(ctx: Context) -> dict[str, Any]:
         "targets": {},
     }
     topo = ctx.topo
+    # The gateway caps long-running requests per cluster (5000 by default, as a
+    # guard against one cluster's watches taking the process): raised here, so
+    # every watch is live and RSS per watch is not diluted by refused ones.
+    cap = (f"--max-long-running-requests-per-cluster={count + 100}",)
     # One proxy at a time: the simulator holds the upstream side of every watch.
     with topo.kubectl_proxy("simulator") as kp:
         topo.probe(kp, "/api/v1/namespaces/default/configmaps")
         results["targets"]["kubectl-proxy"] = _one(ctx, kp, count)
-    with topo.gateway() as gateways:
+    with topo.gateway(extra_args=cap) as gateways:
         gw = gateways["simulator"]
         topo.probe(gw, "/api/v1/namespaces/default/configmaps")
         results["targets"]["gateway"] = _one(ctx, gw, count)
-    with topo.gateway() as gateways:  # a fresh process: RSS from a clean start
+    with topo.gateway(extra_args=cap) as gateways:  # a fresh process: RSS from a clean start
         gw = gateways["simulator"]
         topo.probe(gw, "/api/v1/namespaces/default/configmaps")
         results["targets"]["gateway-h2"] = _one(ctx, gw, count, h2=True)
