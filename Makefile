@@ -40,7 +40,7 @@ test-image: venv image
 # users see it.  Its own venv, kept between runs.
 LATEST_VENV ?= .venv-latest
 FENCED_LIBRARIES := 'twisted[tls,http2,websocket]' pyopenssl cryptography prometheus-client \
-	h2 hyperframe hpack
+	h2 hyperframe
 
 .PHONY: test-latest
 test-latest:
@@ -49,7 +49,7 @@ test-latest:
 	$(LATEST_VENV)/bin/pip install -q -e '.[test]'
 	$(LATEST_VENV)/bin/pip install -q --upgrade $(FENCED_LIBRARIES)
 	@$(LATEST_VENV)/bin/python -c 'from importlib.metadata import version; \
-	names = ("twisted", "pyopenssl", "cryptography", "prometheus-client", "h2", "hyperframe", "hpack"); \
+	names = ("twisted", "pyopenssl", "cryptography", "prometheus-client", "h2", "hyperframe"); \
 	print("test-latest: " + ", ".join(f"{n} {version(n)}" for n in names))'
 	$(LATEST_VENV)/bin/python -m pytest tests/unit -q -p no:cacheprovider
 

@@ -29,7 +29,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 
 from bench.h2engine import BODY, REQUEST, best_of
-from clustergateway.fence.h2 import memoise_huffman
 from clustergateway.fence.h2channel import GatewayH2Connection
 from clustergateway.fence.h2engine_ngh2 import Ngh2Connection
 from clustergateway.server.site import GatewaySite
@@ -109,15 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.h2listener", description=__doc__)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many")
-    parser.add_argument(
-        "--no-huffman-memo",
-        dest="memo",
-        action="store_false",
-        help="HPACK's Huffman decoding unmemoised (the gateway memoises it: fence.h2)",
-    )
     options = parser.parse_args(argv)
-    if options.memo:
-        memoise_huffman()
     print(
         f"ngh2 {ngh2.__version__}; server CPU per GET through GatewaySite, best of "
         f"{options.rounds} rounds of {options.requests}"

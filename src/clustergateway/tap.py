@@ -32,7 +32,6 @@ from clustergateway.auth.guard import RequestGuard, StandaloneGuard
 from clustergateway.auth.tlstrust import ServerTLS
 from clustergateway.cli import run_subcommand
 from clustergateway.config import PROG, ConfigError, GatewayConfig, Options
-from clustergateway.fence.h2 import memoise_huffman
 from clustergateway.fence.reactor import LeanEPollReactor
 from clustergateway.fence.reactor import install as install_reactor
 from clustergateway.fence.twistd import run_app
@@ -636,7 +635,6 @@ def makeService(options: Options) -> GatewayService:  # noqa: N802 - twistd's na
     the gateway on the global reactor (:func:`global_reactor`), and the other
     processes of ``--workers``."""
     reactor = global_reactor()
-    memoise_huffman()  # HPACK's pure-Python Huffman decoding, memoised (fence.h2)
     _start_workers(reactor, options.config, options.args)
     return build_service(reactor, options.config)
 

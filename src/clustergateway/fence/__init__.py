@@ -4,8 +4,7 @@ The gateway reaches past the public APIs of Twisted, pyOpenSSL,
 prometheus-client and h2 where no public API does what it needs, and nowhere
 else.  The modules here are those overrides (``reactor``, ``tlssocket``,
 ``takeover``) and small accessors with names of ours for the rest
-(``twisted_web``, ``twistd``, ``openssl``, ``prometheus``, ``h2``, which also
-memoises ``hpack``'s Huffman decoding).  Those
+(``twisted_web``, ``twistd``, ``openssl``, ``prometheus``, ``h2``).  Those
 libraries are pinned in ``pyproject.toml`` to the releases tested with these
 names; ``make test-latest`` runs the unit suite against their newest releases
 (CI reports it, allowed to fail), and ``tests/unit/test_fence.py`` fails, with the
@@ -159,16 +158,7 @@ h2
 - ``h2.frame_buffer.FrameBuffer._data`` — the bytes of a frame still arriving:
   its declared length is refused before its body is buffered.
 
-hpack
------
-
-(``fence.h2``: ``memoise_huffman``, installed by ``tap.makeService``.)
-
-- ``hpack.hpack.decode_huffman`` — not a private name, but a module binding
-  that ``hpack.Decoder`` looks up at each call: replaced by a memoising
-  wrapper, since the decoder offers no hook for its Huffman decoding.
-
-hyperframe, priority, cryptography: no private names of their own
+hyperframe, priority, hpack, cryptography: no private names of their own
 (cryptography's functions are reached through pyOpenSSL's binding, above).  ``fence.h2``
 also writes a GOAWAY past ``h2``'s state machine (``server.shutdown``), with
 public names only.
