@@ -153,6 +153,18 @@ async def test_killed_proxy_server_ends_watch_then_reconnects(
     try:
         await wait_until(lambda: len(sim.watches) >= 1, timeout=30)
         assert sim.connection_protocols().count("h2") == 1  # the watch: an HTTP/2 stream
+        # The watch's head and an event reached kubectl through the tunnel: only then
+        # is it a watch to end (a request still waiting for its head is retried on a
+        # new connection, and with the proxy-server gone that is a 502).
+        sim.store.put(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "after-watch", "namespace": "default"},
+                "data": {},
+            }
+        )
+        await wait_until(lambda: watch.first_time("after-watch") is not None, timeout=30)
         await deferToThread(konnectivity.stop)
         await wait_until(lambda: watch.process.poll() is not None, timeout=30)
         assert watch.process.returncode == 0, watch.stop()
