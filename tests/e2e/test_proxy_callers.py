@@ -2,7 +2,7 @@
 
 kubectl speaks HTTP/2 to the gateway unless ``DISABLE_HTTP2`` is set (client-go
 honours it); the kubernetes Python client always speaks HTTP/1.1.  These tests
-prove that those clients are served by the lean path (its ``served`` count
+prove that those clients are served by the channel path (its ``served`` count
 moves, and ``served_h2`` for the HTTP/2 streams) and that what they see is
 right: reads, tables, watches, followed logs, cluster errors, an unknown
 cluster, and that writes and upgrades on the same connections still go
@@ -37,9 +37,9 @@ def protocol(request: pytest.FixtureRequest) -> str:
 
 
 def served(proxied: ProxiedCluster, protocol: str = "") -> int:
-    """Requests the lean path took (only HTTP/2 streams, for ``h2``)."""
+    """Requests the channel path took (only HTTP/2 streams, for ``h2``)."""
     lean = proxied.gateway.service.site.proxy_entry
-    assert lean is not None, "the gateway was built without the lean path"
+    assert lean is not None, "the gateway was built without the channel path"
     return int(lean.served_h2 if protocol == "h2" else lean.served)
 
 

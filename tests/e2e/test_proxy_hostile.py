@@ -3,7 +3,7 @@
 The ``prefixed`` cluster's endpoint has a path (``/k8s/clusters/c-abc``, as
 Rancher's are) on the echo upstream, which answers with exactly what it
 received; so these tests see both what the caller got and what, if anything,
-reached the cluster.  Each target goes over HTTP/1.1 (GET: the lean path; POST:
+reached the cluster.  Each target goes over HTTP/1.1 (GET: the channel path; POST:
 twisted.web's) and as an HTTP/2 stream.
 """
 

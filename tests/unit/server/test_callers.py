@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 proxy path answers byte for byte as twisted.web does.
+"""HTTP/1.1 requests answered on their connection (``server.callers``): as twisted.web answers.
 
 Every scenario runs twice through the gateway's real wiring (``build_service``,
 the site, the channel, ``ClusterProxy``, the pooled client), in memory: once
@@ -6,7 +6,7 @@ with ``site.proxy_entry`` (as the gateway serves by default) and once without
 (twisted.web's ``Request`` for everything).  What the caller receives, what the
 cluster receives, whether the caller's connection is closed, whether the
 cluster connection is aborted and the request metrics must all be the same —
-and the scenario states whether the lean path served it at all.
+and the scenario states whether the channel path served it at all.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Rig:
     def outcome(self) -> dict[str, Any]:
         samples = proxy_samples(self.service)
         return {
-            # twisted.web dates a Status when the request arrives, the lean path when it answers.
+            # Dates follow the clock: left out of the comparison.
             "to_client": re.sub(rb"\r\nDate: [^\r]*", b"", self.client.value()),
             "to_cluster": self.upstream.received(),
             "client_closed": self.client.disconnecting,

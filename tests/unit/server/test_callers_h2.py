@@ -1,7 +1,7 @@
 """The lean proxy path on HTTP/2 streams answers as twisted.web does.
 
 As in ``test_callers``: every scenario runs through the gateway's real
-wiring twice, in memory, once with the lean path and once without, and what
+wiring twice, in memory, once with the channel path and once without, and what
 the caller sees (decoded by the ``h2`` library's own client: statuses,
 headers, bodies, stream ends and resets), what the cluster receives, whether
 the cluster connection is aborted and the request metrics must be the same.
