@@ -227,12 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             if settings.profile:
                 from bench.profile import profile_gateway
 
-                try:
-                    results["profile"] = profile_gateway(
-                        ctx, options.out / f"{stem}-gateway-profile.speedscope.json"
-                    )
-                except Exception as e:  # noqa: BLE001
-                    results["errors"]["profile"] = f"{type(e).__name__}: {str(e)[:500]}"
+                for key, suffix, h2 in (("profile", "", False), ("profile_h2", "-h2", True)):
+                    try:
+                        results[key] = profile_gateway(
+                            ctx,
+                            options.out / f"{stem}-gateway-profile{suffix}.speedscope.json",
+                            h2=h2,
+                        )
+                    except Exception as e:  # noqa: BLE001
+                        results["errors"][key] = f"{type(e).__name__}: {str(e)[:500]}"
     finally:
         if not options.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

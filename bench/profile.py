@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import Context
+from bench.h2load import H2LoadResult, run_h2load
 from bench.topology import CONFIGMAP_PATH
 from bench.wrk import WrkResult, run_wrk
 
@@ -79,8 +80,9 @@ def _short(location: str) -> str:
     return location
 
 
-def profile_gateway(ctx: Context, out: Path) -> dict[str, Any]:
-    """Run wrk -c16 on the gateway while py-spy records it; write ``out`` (speedscope)."""
+def profile_gateway(ctx: Context, out: Path, *, h2: bool = False) -> dict[str, Any]:
+    """Run wrk -c16 on the gateway (``h2``: h2load with 4 connections × 32 streams,
+    the aggregator's shape) while py-spy records it; write ``out`` (speedscope)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return {"error": "py-spy is not installed (pip install -e '.[bench]')"}
@@ -89,27 +91,26 @@ def profile_gateway(ctx: Context, out: Path) -> dict[str, Any]:
     with topo.gateway() as gateways:
         gw = gateways["nginx"]
         url = gw.url(CONFIGMAP_PATH)
-        run_wrk(
-            url,
-            connections=16,
-            duration=ctx.settings.warmup or 1,
-            workdir=ctx.workdir,
-            cores=ctx.load_core,
-        )
-        loaded: list[WrkResult] = []
-        load = threading.Thread(
-            target=lambda: loaded.append(
-                run_wrk(
-                    url,
-                    connections=16,
-                    duration=seconds + 2,
-                    workdir=ctx.workdir,
-                    cores=ctx.load_core,
+        label = "h2load -c4 -m32" if h2 else "wrk -c16"
+
+        def run_load(duration: float) -> WrkResult | H2LoadResult:
+            if h2:
+                return run_h2load(
+                    url, connections=4, streams=32, duration=duration, cores=ctx.load_core
                 )
+            return run_wrk(
+                url,
+                connections=16,
+                duration=duration,
+                workdir=ctx.workdir,
+                cores=ctx.load_core,
             )
-        )
+
+        run_load(ctx.settings.warmup or 1)
+        loaded: list[WrkResult | H2LoadResult] = []
+        load = threading.Thread(target=lambda: loaded.append(run_load(seconds + 2)))
         load.start()
-        ctx.log(f"profile: py-spy record on the gateway for {seconds}s under wrk -c16")
+        ctx.log(f"profile: py-spy record on the gateway for {seconds}s under {label}")
         done = subprocess.run(
             [
                 "taskset",
@@ -137,11 +138,17 @@ def profile_gateway(ctx: Context, out: Path) -> dict[str, Any]:
     if done.returncode != 0 or not out.exists():
         return {"error": done.stderr.decode(errors="replace")[-800:]}
     data = json.loads(out.read_text())
+    result = loaded[0] if loaded else None
+    if isinstance(result, H2LoadResult):
+        errors: dict[str, int] | None = {"failed": result.failed} if result.failed else {}
+    else:
+        errors = result.errors if result is not None else None
     return {
         "file": out.name,
+        "load": label,
         "seconds": seconds,
-        "rps_while_profiling": round(loaded[0].rps, 1) if loaded else None,
-        "errors_while_profiling": loaded[0].errors if loaded else None,
+        "rps_while_profiling": round(result.rps, 1) if result is not None else None,
+        "errors_while_profiling": errors,
         "top_self": top_self(data),
         "self_by_file": self_by_file(data),
     }

@@ -569,7 +569,20 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             _table(["Target", "before", "peak while stalled", "growth", "after close"], rows),
         ]
-    pr = results.get("profile")
+    out += _profile_markdown(results.get("profile"))
+    out += _profile_markdown(results.get("profile_h2"))
+    out += _isolation_markdown(scen.get("isolation")) + _drain_markdown(scen.get("drain"))
+    out += _konnectivity_markdown(scen.get("konnectivity"))
+    errors = results.get("errors", {})
+    if errors:
+        out += ["", "### Scenarios that failed", ""]
+        out += [f"- {name}: {text}" for name, text in errors.items()]
+    return "\n".join(out) + "\n"
+
+
+def _profile_markdown(pr: dict[str, Any] | None) -> list[str]:
+    """A py-spy profile's top functions by self time, and self time by file."""
+    out: list[str] = []
     if pr and pr.get("top_self"):
         rows = [
             [
@@ -583,8 +596,9 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         out += [
             "",
-            f"### Gateway profile under wrk -c16 (py-spy, {pr.get('seconds')} s, "
-            f"{pr.get('rps_while_profiling')} req/s while profiled; {pr.get('file')})",
+            f"### Gateway profile under {pr.get('load', 'wrk -c16')} (py-spy, "
+            f"{pr.get('seconds')} s, {pr.get('rps_while_profiling')} req/s while profiled; "
+            f"{pr.get('file')})",
             "",
             _table(["#", "Function", "Where", "Self", "Total"], rows),
         ]
@@ -601,13 +615,7 @@ def markdown(results: dict[str, Any]) -> str:
             + ", ".join(f"{r['file']} {r['self_share']:.1%}" for r in pr["self_by_file"])
             + ".",
         ]
-    out += _isolation_markdown(scen.get("isolation")) + _drain_markdown(scen.get("drain"))
-    out += _konnectivity_markdown(scen.get("konnectivity"))
-    errors = results.get("errors", {})
-    if errors:
-        out += ["", "### Scenarios that failed", ""]
-        out += [f"- {name}: {text}" for name, text in errors.items()]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _isolation_markdown(iso: dict[str, Any] | None) -> list[str]:
