@@ -79,7 +79,7 @@ HTTP Upgrade API, Twisted ticket #3204):
   connection).
 - ``twisted.web.http.Request._disconnected`` — the client went away
   (``request_disconnected``: ``testing.watch``, ``server.tree``,
-  ``server.site``, ``proxy.answer``); ``notifyFinish`` says it only once.
+  ``proxy.answer``); ``notifyFinish`` says it only once.
 - ``twisted.web.server.Request._handleStar`` — ``OPTIONS *`` in
   ``server.site``'s own ``process`` (``handle_star``).
 - ``twisted.web.http_headers._nameEncoder`` — ``encode_header_name``

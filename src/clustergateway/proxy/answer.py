@@ -63,6 +63,9 @@ class Answer(Protocol):
     def body(self) -> bytes | None:
         """The request body, or None when the request had none."""
 
+    def body_length(self) -> int:
+        """The request body's length (for the metrics), without reading it."""
+
     def http_date(self) -> bytes:
         """``Date`` now, as the site formats it."""
 

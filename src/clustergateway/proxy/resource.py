@@ -135,12 +135,6 @@ class Outbound:
         return data if body is None else data + body
 
 
-def _body_length(answer: Answer) -> int:
-    """The request body's length, for the metrics (twisted.web's hold it all by now)."""
-    length = getattr(answer, "body_length", None)
-    return 0 if length is None else int(length())
-
-
 _HEALTH_PATHS = (b"/healthz", b"/livez", b"/readyz")
 #: Methods counted against ``--max-mutating-requests-inflight``.
 _MUTATING = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
@@ -310,9 +304,7 @@ class ClusterProxy:
             outcome.deferred.addErrback(self._failed, answer, cluster_name)
         return NOT_DONE_YET
 
-    async def serve(
-        self, answer: Answer, cluster_name: str, subpath: bytes, user: UserInfo
-    ) -> int:
+    async def serve(self, answer: Answer, cluster_name: str, subpath: bytes, user: UserInfo) -> int:
         """Proxy the request ``answer`` holds to ``cluster_name`` for ``user``.
 
         The one serving coroutine of every request path (after the ``Gate``):
@@ -326,7 +318,7 @@ class ClusterProxy:
         metrics = self.metrics
         if metrics is not None:
             ended = self.record_start(
-                metrics, cluster_name, request.method, subpath, request.uri, _body_length(answer)
+                metrics, cluster_name, request.method, subpath, request.uri, answer.body_length()
             )
             answer.when_over(lambda _: ended(answer.code, answer.sent))
         cluster = self.registry.get(cluster_name)

@@ -301,6 +301,9 @@ class H1Answer:
     def body(self) -> bytes | None:
         return None
 
+    def body_length(self) -> int:
+        return 0
+
     def http_date(self) -> bytes:
         return bytes(self.channel.site.http_date())
 

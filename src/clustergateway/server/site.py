@@ -45,9 +45,9 @@ from clustergateway.fence.twisted_web import (
     GenericHTTPChannelProtocol,
     channel_of,
     handle_star,
-    request_disconnected,
     set_switch_timeout,
 )
+from clustergateway.proxy.answer import WebAnswer, write_status
 
 __all__ = [
     "CappedBody",
@@ -107,8 +107,7 @@ class GatewayRequest(server.Request):
             error = errors.RequestEntityTooLarge(
                 f"the request body is larger than {content.limit} bytes"
             )
-            self.write(errors.render_status(self, error))  # type: ignore[no-untyped-call]
-            self.finish()  # type: ignore[no-untyped-call]
+            write_status(WebAnswer(self), error)
             return
         self.responseHeaders.setRawHeaders(b"date", [site.http_date()])
         self.prepath = []
@@ -129,14 +128,8 @@ class GatewayRequest(server.Request):
             method=self.method.decode("ascii", "replace"),
             path=self.path.decode("utf-8", "replace"),
         )
-        if self.finished or request_disconnected(self):
-            return
-        if self.startedWriting:
-            self.loseConnection()  # type: ignore[no-untyped-call]
-            return
         error = errors.InternalError("Internal error occurred: the request could not be served")
-        self.write(errors.render_status(self, error))  # type: ignore[no-untyped-call]
-        self.finish()  # type: ignore[no-untyped-call]
+        write_status(WebAnswer(self), error)  # cut short instead if the head went out
 
 
 def _channel_factory(site: server.Site) -> GenericHTTPChannelProtocol:
