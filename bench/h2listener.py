@@ -1,13 +1,13 @@
-"""CPU per request of the HTTP/2 listener, in memory: today's channel vs the ngh2 prototype.
+"""CPU per request of the HTTP/2 listener, in memory: the pure-Python engine vs libnghttp2's.
 
     .venv/bin/python -m bench.h2listener               # 10,000 GETs per shape, best of 3
     .venv/bin/python -m bench.h2listener --requests 2000 --rounds 2
 
 ``bench.h2engine`` times the protocol engines alone; this times the whole
 listener a request crosses, without sockets or TLS: the connection
-(:class:`~clustergateway.fence.h2channel.GatewayH2Connection` on h2, or the
-prototype :class:`~clustergateway.fence.h2engine_ngh2.Ngh2Connection` on
-libnghttp2), Twisted's ``H2Stream`` and ``GatewaySite``'s twisted.web request,
+(:class:`~clustergateway.fence.h2channel.GatewayH2Connection` on h2, or
+:class:`~clustergateway.fence.h2engine_ngh2.Ngh2Connection` on libnghttp2,
+the default), Twisted's ``H2Stream`` and ``GatewaySite``'s twisted.web request,
 to a leaf resource that answers the small-GET row's 616 bytes.  A client
 (ngh2, outside the timer) sends kubectl-like GETs one at a time (``16x1``) or
 32 per read (``4x32``); the reactor is a ``MemoryReactorClock`` advanced after

@@ -93,7 +93,13 @@ platforms+=(--platform "manylinux2014_$(uname -m)" --platform "manylinux2010_$(u
 rm -rf "$BUILD/wheels"
 mkdir -p "$BUILD/wheels"
 "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$BUILD/wheels" .
+# ngh2 built here (scripts/ngh2-wheel.sh: libnghttp2 with the per-field header limit raised),
+# for this machine's Debian, whose glibc the base shares; pip takes it from --find-links.
+[ "$("$PYTHON" -c 'import sys; print(sys.version_info[:2] == (3, 11))')" = True ] \
+  || { echo "image: the ngh2 wheel is built with this Python, which must be 3.11" >&2; exit 1; }
+cp "$(bash scripts/ngh2-wheel.sh "$PYTHON" build/ngh2)" "$BUILD/wheels/"
 "$PYTHON" -m pip download -q --dest "$BUILD/wheels" --only-binary=:all: \
+  --find-links "$BUILD/wheels" --platform "linux_$(uname -m)" \
   --python-version "$PY_TAG" --implementation cp --abi "cp${PY_TAG/./}" \
   "${platforms[@]}" \
   "$BUILD"/wheels/clustergateway-*.whl pip

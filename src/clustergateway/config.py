@@ -176,6 +176,10 @@ class GatewayConfig:
     #: After a reactor pass with work, poll without sleeping this long before
     #: blocking (``fence.reactor``): lower latency for some idle-time CPU; 0 = off.
     busy_poll: float = 100e-6
+    #: The HTTP/2 listener's engine: ``auto`` (libnghttp2 when the installed build takes
+    #: long header fields, else the pure-Python one, with a warning), ``native`` (refuse to
+    #: start without a fit libnghttp2) or ``python`` (h2, hpack, hyperframe).
+    h2_engine: str = "auto"
     #: Seconds an exec credential without ``expirationTimestamp`` is reused.
     exec_credential_cache_ttl: float = 10.0
     #: With ``ocm_integration``: clusters without an OCM ManagedCluster are not served.
@@ -346,6 +350,7 @@ class GatewayConfig:
             user_agent=opts["user-agent"] or "",
             exec_plugin_timeout=_duration("exec-plugin-timeout", opts["exec-plugin-timeout"]),
             busy_poll=_busy_poll(opts.get("busy-poll", "100us")),
+            h2_engine=_h2_engine(opts.get("h2-engine", "auto")),
             exec_credential_cache_ttl=_duration(
                 "exec-credential-cache-ttl", opts["exec-credential-cache-ttl"]
             ),
@@ -470,6 +475,15 @@ def _busy_poll(value: Any) -> float:
     if seconds > 0.01:
         raise ConfigError("busy-poll", "must be at most 10ms (it spins a CPU)")
     return seconds
+
+
+H2_ENGINES = ("auto", "native", "python")
+
+
+def _h2_engine(value: Any) -> str:
+    if value not in H2_ENGINES:
+        raise ConfigError("h2-engine", f"must be one of {', '.join(H2_ENGINES)}, got {value!r}")
+    return str(value)
 
 
 def _workers(value: Any, port: int) -> int:
@@ -606,6 +620,12 @@ class Options(usage.Options):
             None,
             "100us",
             "After work, poll this long without sleeping before blocking (0 = off).",
+        ],
+        [
+            "h2-engine",
+            None,
+            "auto",
+            "HTTP/2 listener engine: auto (libnghttp2 if fit, else python), native, python.",
         ],
         [
             "exec-plugin-timeout",

@@ -41,6 +41,7 @@ from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.store import SecretRegistry
 from clustergateway.server.callers import ProxyEntry
 from clustergateway.server.certreload import ServingCertReloader
+from clustergateway.server.h2engine import choose as choose_h2_engine
 from clustergateway.server.listen import (
     CertificateError,
     ServingCert,
@@ -499,6 +500,7 @@ def build_service(
     )
     access_log = AccessLog(enabled=config.access_log, clock=reactor.seconds)
     site = GatewaySite(root, reactor=reactor, request_log=access_log.log_request)
+    site.h2_engine = choose_h2_engine(config.h2_engine, site.header_list_size)
     if isinstance(renderer, ClusterProxy) and not config.access_log and not config.audit_log_path:
         # Both logs read twisted.web's Request: with either on, twisted.web serves all.
         site.proxy_entry = ProxyEntry(root.gate, renderer)

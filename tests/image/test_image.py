@@ -238,6 +238,14 @@ def test_gateway_answers_health_and_serves_hub_clusters(gateway: Container, hub:
     wait_until(listed, 10, lambda: "the hub's Secret listed as a ClusterGateway")
 
 
+def test_the_image_serves_http2_on_libnghttp2(gateway: Container) -> None:
+    """The image carries the ngh2 wheel built with the per-field header limit raised
+    (scripts/ngh2-wheel.sh), so ``--h2-engine=auto`` takes the native engine."""
+    logs = gateway.logs()
+    assert "HTTP/2 listener on libnghttp2 (ngh2 0.3.0+nv16m)" in logs, logs
+    assert "pure-Python engine" not in logs, logs
+
+
 def test_gateway_runs_as_non_root_with_a_read_only_root(gateway: Container) -> None:
     """The gateway process is uid 65532 with tini as PID 1; nothing in the root is writable,
     (but the volumes: /certs, /tmp), and the gateway never tried to write its plugin cache."""

@@ -92,6 +92,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         "--user-agent=gw/1",
         "--virtual-clutser-with-control-plane=true",
         "--busy-poll=0",
+        "--h2-engine=python",
         "--upstream-http1-only",
         "--ocm-managed-clusters-only",
         "--cluster-health-probe-interval=15s",
@@ -108,6 +109,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
     assert config.access_log and config.audit_log_path == "-"
     assert config.min_request_timeout == 60.0
     assert config.busy_poll == 0.0
+    assert config.h2_engine == "python"
     assert config.upstream_http1_only
     assert config.ocm_integration and config.ocm_managed_clusters_only
     assert config.cluster_health_probe_interval == 15.0
@@ -143,6 +145,7 @@ def test_every_flag_parses(tmp_path: Path) -> None:
         (("--client-ca-file", "/etc/hostname"), "--client-ca-file: /etc/hostname holds no PEM"),
         (("--busy-poll", "soon"), "--busy-poll: invalid duration"),
         (("--busy-poll", "1s"), "--busy-poll: must be at most 10ms"),
+        (("--h2-engine", "go"), "--h2-engine: must be one of auto, native, python, got 'go'"),
         (("--ocm-managed-clusters-only",), "--ocm-managed-clusters-only: needs --ocm-integ"),
         (("--cluster-health-probe-interval", "often"), "--cluster-health-probe-interval: inv"),
         (

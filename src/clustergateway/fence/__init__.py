@@ -15,8 +15,9 @@ Every foreign private name the project relies on, by library; after each, the
 module of ours that uses it and why no public API serves.  Three modules
 here are whole overrides of Twisted's HTTP channels and use its names
 directly: ``h1channel`` (request heads parsed by llhttp), ``h2channel``
-(HTTP/2 frames sent in the pass they are ready) and ``h2engine_ngh2`` (the
-libnghttp2 prototype, not wired).
+(the pure-Python HTTP/2 engine: frames sent in the pass they are ready) and
+``h2engine_ngh2`` (the default HTTP/2 engine, libnghttp2 through ngh2,
+serving Twisted's ``H2Stream``).
 
 Twisted
 -------
@@ -82,9 +83,10 @@ HTTP Upgrade API, Twisted ticket #3204):
   ``proxy.answer``); ``notifyFinish`` says it only once.
 - ``twisted.web.server.Request._handleStar`` — ``OPTIONS *`` in
   ``server.site``'s own ``process`` (``handle_star``).
-- ``twisted.web.http_headers._nameEncoder`` — ``encode_header_name``
-  and ``HEADER_NAME_ENCODER`` (``fence.h1channel``, ``fence.h2channel``,
-  ``server.callers``): the canonical header-name bytes ``Headers`` stores.
+- ``twisted.web.http_headers._nameEncoder`` — ``encode_header_name``,
+  ``HEADER_NAME_ENCODER`` and ``header_names_valid`` (``fence.h1channel``,
+  ``fence.h2channel``, ``fence.h2engine_ngh2``, ``server.callers``): the
+  canonical header-name bytes ``Headers`` stores, and which names it refuses.
 - ``twisted.web.http_headers.Headers._rawHeaders`` — ``raw_headers``
   (``fence.h1channel``, ``server.callers``): filled and read
   in place on the hot path, without ``getAllRawHeaders``' copies.

@@ -47,8 +47,10 @@ from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
-from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 
+from clustergateway.fence.h2 import goaway_after_pending
+from clustergateway.fence.h2engine_ngh2 import Ngh2Connection
+from clustergateway.fence.twisted_web import header_names_valid
 from clustergateway.server.callers import H2Head
 from clustergateway.server.h2guard import FloodGuard, GuardedH2Connection
 
@@ -182,7 +184,7 @@ class GatewayH2Connection(H2Connection):
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
     def _requestReceived(self, event: Any) -> None:  # noqa: N802 - Twisted's name
-        if not _valid_names(event.headers):
+        if not header_names_valid(event.headers):
             # Twisted's stream would raise InvalidHeaderName while being built
             # (h2 lets '/', '#' … through): the request is malformed, a stream
             # error (RFC 9113 §8.2.1), as Go's server answers it.
@@ -217,6 +219,13 @@ class GatewayH2Connection(H2Connection):
     def _requestAborted(self, event: Any) -> None:  # noqa: N802 - Twisted's name
         if event.stream_id in self.streams:
             super()._requestAborted(event)  # type: ignore[no-untyped-call]
+
+    def go_away(self) -> None:
+        """Drain (``server.shutdown``): GOAWAY NO_ERROR naming the last stream that will be
+        answered; the open streams go on to their ends."""
+        this: Any = self
+        if this.transport is not None:
+            this.transport.write(goaway_after_pending(self.conn))
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         host = self._host
@@ -304,19 +313,9 @@ class GatewayH2Connection(H2Connection):
         super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)  # type: ignore[no-untyped-call]
 
 
-def _valid_names(headers: Any) -> bool:
-    """Whether Twisted's ``Headers`` accepts every (non-pseudo) header name."""
-    try:
-        for name, _ in headers:
-            if name[:1] != b":":
-                _nameEncoder.encode(name)
-    except InvalidHeaderName:
-        return False
-    return True
-
-
 class ChannelSwitch(_GenericHTTPChannelProtocol):
-    """Twisted's ALPN switch, building a :class:`GatewayH2Connection` for ``h2``."""
+    """Twisted's ALPN switch, building the site's HTTP/2 engine for ``h2``: the libnghttp2
+    one (``fence.h2engine_ngh2``) or :class:`GatewayH2Connection` (``site.h2_engine``)."""
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         this: Any = self  # Twisted's switch is unannotated
@@ -335,9 +334,9 @@ class ChannelSwitch(_GenericHTTPChannelProtocol):
         old.setTimeout(None)
         transport = old.transport
         # The site gave the HTTP/1.1 channel its head limit; HTTP/2 keeps it.
-        channel: Any = GatewayH2Connection(
-            getattr(this._site, "reactor", None), old.totalHeadersSize
-        )
+        native = getattr(this._site, "h2_engine", "python") == "native"
+        engine = Ngh2Connection if native else GatewayH2Connection
+        channel: Any = engine(getattr(this._site, "reactor", None), old.totalHeadersSize)
         channel.requestFactory = this._requestFactory
         channel.site = this._site
         channel.factory = this._factory

@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.web import _http2
 from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _GenericHTTPChannelProtocol
-from twisted.web.http_headers import Headers, _nameEncoder
+from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
 __all__ = [
     "END_STREAM",
@@ -27,6 +27,7 @@ __all__ = [
     "H2Connection",
     "H2Stream",
     "channel_of",
+    "header_names_valid",
     "encode_header_name",
     "handle_star",
     "hold_request",
@@ -105,6 +106,22 @@ def encode_header_name(name: bytes | str) -> bytes:
     """A header name as ``Headers`` stores it (the canonical capitalisation, as bytes)."""
     encoded: bytes = _nameEncoder.encode(name)
     return encoded
+
+
+def header_names_valid(headers: Any) -> bool:
+    """Whether ``Headers`` accepts every (non-pseudo) name of an HTTP/2 header list.
+
+    Twisted's ``H2Stream`` raises ``InvalidHeaderName`` while being built from a
+    name the HTTP/2 libraries let through (``/``, ``#``): both listener engines
+    check first and reset that stream (RFC 9113 §8.2.1, a malformed request).
+    """
+    try:
+        for name, _ in headers:
+            if name[:1] != b":":
+                _nameEncoder.encode(name)
+    except InvalidHeaderName:
+        return False
+    return True
 
 
 def raw_headers(headers: Headers) -> dict[bytes, list[bytes]]:

@@ -31,7 +31,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from clustergateway.fence.h2 import goaway_after_pending
 from clustergateway.fence.twisted_web import channel_of
 from clustergateway.proxy.drain import OpenStreams
 
@@ -119,11 +118,11 @@ class GracefulShutdown:
     def _go_away(self) -> None:
         for protocol in self.connections():
             channel = channel_of(protocol)
-            h2 = getattr(channel, "conn", None)
             if channel is None:
                 continue
-            if h2 is not None and channel.transport is not None:
-                channel.transport.write(goaway_after_pending(h2))
+            go_away = getattr(channel, "go_away", None)
+            if go_away is not None:
+                go_away()  # HTTP/2, either engine: GOAWAY naming the last stream answered
             else:
                 channel.persistent = False  # HTTP/1.1: close after the response in progress
 

@@ -169,6 +169,10 @@ class GatewaySite(server.Site):
         #: Proxied requests (HTTP/1.1 heads, HTTP/2 streams) answered without twisted.web's Request
         #: (``server.callers.ProxyEntry``); None: twisted.web serves all.
         self.proxy_entry: Any = None
+        #: The HTTP/2 engine a connection that negotiates ``h2`` gets: ``native``
+        #: (``fence.h2engine_ngh2``) or ``python`` (``fence.h2channel``); the tap sets it
+        #: from ``--h2-engine`` (``server.h2engine.choose``).
+        self.h2_engine = "native"
         #: Every client connection's protocol, while it lives (shutdown drains them).
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -181,7 +185,7 @@ class GatewaySite(server.Site):
         self._connections.add(protocol)
         channel = channel_of(protocol)
         channel.MAX_LENGTH = self.max_header_bytes
-        channel.totalHeadersSize = self.max_header_bytes + 64 * 1024
+        channel.totalHeadersSize = self.header_list_size
         channel.maxHeaders = 1000
         channel.proxy_entry = self.proxy_entry
         # Only an h2 connection that replaces the HTTP/1.1 channel reads this:
@@ -199,6 +203,11 @@ class GatewaySite(server.Site):
 
         protocol.makeConnection = make_connection_with_socket_options
         return protocol
+
+    @property
+    def header_list_size(self) -> int:
+        """The largest request head accepted, on HTTP/1.1 and as HTTP/2's header list size."""
+        return self.max_header_bytes + 64 * 1024
 
     def open_connections(self) -> list[Any]:
         """The protocols of the client connections still open."""

@@ -3,6 +3,11 @@
 Driven by the ``h2`` library as the client, over an in-memory transport that
 says ALPN chose ``h2``, on a clock that only moves when told: whatever a test
 sees without advancing it was written in the same reactor pass.
+
+The ``conn`` fixture runs each test on both listener engines, libnghttp2's
+(``fence.h2engine_ngh2``, the default) and the pure-Python one; ``py_conn``
+is for what only the pure-Python engine's own sending loop has (its frame
+budget, its scheduler).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from clustergateway.fence.h2channel import FRAMES_PER_PASS, GatewayH2Connection, RoundRobin
+from clustergateway.fence.h2engine_ngh2 import Ngh2Connection
 from clustergateway.server.site import GatewaySite
 
 
@@ -60,11 +66,12 @@ class Conn:
     protocol: Any
     transport: H2Transport
     client: H2Connection
+    engine: str
 
     @property
-    def server(self) -> GatewayH2Connection:
+    def server(self) -> Any:
         channel = self.protocol._channel
-        assert isinstance(channel, GatewayH2Connection)
+        assert isinstance(channel, ENGINES[self.engine])
         return channel
 
     def send(self) -> None:
@@ -79,20 +86,25 @@ class Conn:
         data = self.transport.value()
         self.transport.clear()
         self.client.receive_data(data)
-        frames = []
-        while data:
-            frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-            frame.parse_body(memoryview(data[9 : 9 + length]))
-            frames.append(frame)
-            data = data[9 + length :]
-        return frames
+        return parse_frames(data)
 
     def sender_pending(self) -> bool:
         """A pass of the sending loop is scheduled on the clock."""
         return any(
-            getattr(call.func, "__name__", "") == "_sendPrioritisedData"
+            getattr(call.func, "__name__", "") in ("_sendPrioritisedData", "_send_pass")
             for call in self.clock.getDelayedCalls()
         )
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """The HTTP/2 frames in ``data``, in order."""
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
 
 
 def _get(path: str) -> list[tuple[str, str]]:
@@ -103,17 +115,32 @@ def _data(frames: list[Frame], stream_id: int = 1) -> list[DataFrame]:
     return [f for f in frames if isinstance(f, DataFrame) and f.stream_id == stream_id]
 
 
+#: The listener's HTTP/2 engines, by ``GatewaySite.h2_engine``.
+ENGINES: dict[str, type] = {"native": Ngh2Connection, "python": GatewayH2Connection}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def conn(request: pytest.FixtureRequest) -> Conn:
+    return connect(request.param)
+
+
 @pytest.fixture
-def conn() -> Conn:
+def py_conn() -> Conn:
+    """On the pure-Python engine (``fence.h2channel``) only."""
+    return connect("python")
+
+
+def connect(engine: str) -> Conn:
     clock = MemoryReactorClock()
     resource = Body()
     site = GatewaySite(resource, reactor=clock)
+    site.h2_engine = engine
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
     transport = H2Transport()
     protocol.makeConnection(transport)
     client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
     client.initiate_connection()
-    c = Conn(clock, resource, protocol, transport, client)
+    c = Conn(clock, resource, protocol, transport, client, engine)
     c.send()
     clock.advance(0)  # Twisted's first pass of the loop, at connection start
     c.frames()  # settings
@@ -181,20 +208,20 @@ def test_a_closed_flow_control_window_parks_the_stream_until_window_update(
 
 
 def test_a_paused_transport_holds_the_frames_and_a_budget_bounds_each_pass(
-    conn: Conn,
+    py_conn: Conn,
 ) -> None:
     """While the transport pushes back nothing is written; on resume at most
     FRAMES_PER_PASS frames go out in that pass and the rest in the next."""
-    conn.server.pauseProducing()
+    py_conn.server.pauseProducing()
     chunks = FRAMES_PER_PASS + 36
-    conn.get(f"/chunks?n={chunks}")
-    assert _data(conn.frames()) == []
-    conn.server.resumeProducing()
-    first = _data(conn.frames())
+    py_conn.get(f"/chunks?n={chunks}")
+    assert _data(py_conn.frames()) == []
+    py_conn.server.resumeProducing()
+    first = _data(py_conn.frames())
     assert len(first) == FRAMES_PER_PASS
-    assert conn.sender_pending()
-    conn.clock.advance(0)
-    rest = _data(conn.frames())
+    assert py_conn.sender_pending()
+    py_conn.clock.advance(0)
+    rest = _data(py_conn.frames())
     assert len(first) + len(rest) == chunks
     assert "END_STREAM" in rest[-1].flags
     body = b"".join(f.data for f in first + rest)
@@ -232,16 +259,16 @@ def test_the_client_sees_a_well_formed_response(conn: Conn) -> None:
     assert (b":status", b"200") in status
 
 
-def test_a_lost_connection_leaves_no_timer(conn: Conn) -> None:
+def test_a_lost_connection_leaves_no_timer(py_conn: Conn) -> None:
     from twisted.internet.error import ConnectionLost
     from twisted.python.failure import Failure
 
-    conn.server.pauseProducing()
-    conn.get(f"/chunks?n={FRAMES_PER_PASS * 2}")
-    conn.server.resumeProducing()
-    assert conn.sender_pending()
-    conn.protocol.connectionLost(Failure(ConnectionLost()))
-    assert not conn.sender_pending()
+    py_conn.server.pauseProducing()
+    py_conn.get(f"/chunks?n={FRAMES_PER_PASS * 2}")
+    py_conn.server.resumeProducing()
+    assert py_conn.sender_pending()
+    py_conn.protocol.connectionLost(Failure(ConnectionLost()))
+    assert not py_conn.sender_pending()
 
 
 def test_the_local_address_is_asked_of_the_transport_once(conn: Conn) -> None:

@@ -1,7 +1,9 @@
-"""The libnghttp2 prototype listener connection (not wired): what it must keep doing.
+"""The libnghttp2 listener connection: what it does that the pure-Python engine does otherwise.
 
-It is driven as ``bench.h2listener`` drives it: a ``GatewaySite`` on a
-``StringTransport`` with a ``MemoryReactorClock``, and an ngh2 client.
+Driven as ``bench.h2listener`` drives it: a ``GatewaySite`` on a
+``StringTransport`` with a ``MemoryReactorClock``, and an ngh2 client.  What
+both engines share is asserted on both by ``test_h2channel``, ``test_h2guard``
+and ``tests/unit/server/test_callers_h2.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ from typing import Any
 import attrs
 import ngh2
 import pytest
+from hyperframe.frame import DataFrame, GoAwayFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from clustergateway.fence.h2engine_ngh2 import MAX_CONCURRENT_STREAMS, Ngh2Connection
+from clustergateway.fence import h2engine_ngh2
+from clustergateway.fence.h2engine_ngh2 import (
+    BYTES_PER_PASS,
+    MAX_CONCURRENT_STREAMS,
+    Ngh2Connection,
+    goaway_frame,
+    unfit,
+)
 from clustergateway.server.site import GatewaySite
+from tests.unit.fence.test_h2channel import parse_frames
 
 HEAD_LIMIT = 32768
 
@@ -73,6 +84,11 @@ class Conn:
 
 @pytest.fixture
 def conn() -> Conn:
+    return connect()
+
+
+def connect(window: int | None = None) -> Conn:
+    """``window``: the client's receive window, on the connection and each stream."""
     clock = MemoryReactorClock()
     resource = Body()
     site = GatewaySite(resource, reactor=clock)
@@ -87,7 +103,11 @@ def conn() -> Conn:
     )
     server.makeConnection(transport)
     client = ngh2.Connection(ngh2.Role.CLIENT)
-    client.initiate_connection()
+    if window is None:
+        client.initiate_connection()
+    else:
+        client.initiate_connection({ngh2.Setting.INITIAL_WINDOW_SIZE: window})
+        client.set_local_window_size(window)
     return Conn(clock, resource, server, transport, client)
 
 
@@ -164,3 +184,122 @@ def test_a_protocol_error_ends_the_connection(conn: Conn) -> None:
     """Garbage instead of the connection preface: closed, nothing raised."""
     conn.server.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
     assert conn.transport.disconnecting
+
+
+def _pass_pending(conn: Conn) -> bool:
+    return any(
+        getattr(call.func, "__name__", "") == "_send_pass" for call in conn.clock.getDelayedCalls()
+    )
+
+
+def test_a_pass_writes_at_most_its_budget_and_the_rest_follows() -> None:
+    """A 1 MiB body the peer's window allows at once: one pass writes at most
+    BYTES_PER_PASS (the reactor is not held by one connection), the next passes the rest."""
+    conn = connect(window=1 << 24)
+    conn.pump()
+    conn.get("/body?n=1048576")
+    conn.server.dataReceived(conn.client.data_to_send())
+    first = conn.transport.value()
+    conn.transport.clear()
+    assert BYTES_PER_PASS <= len(first) < BYTES_PER_PASS + 16 * 1024
+    assert _pass_pending(conn)
+    received = len(first)
+    for _ in range(10):
+        conn.clock.advance(0)
+        received += len(conn.transport.value())
+        conn.transport.clear()
+    assert received > 1 << 20
+    assert not _pass_pending(conn)
+
+
+def test_a_paused_transport_holds_everything_until_resumed() -> None:
+    conn = connect(window=1 << 24)
+    conn.pump()
+    conn.server.pauseProducing()
+    conn.get("/body?n=1000")
+    conn.server.dataReceived(conn.client.data_to_send())
+    assert conn.transport.value() == b""
+    conn.server.resumeProducing()
+    conn.client.receive_data(conn.transport.value())
+    body = _of(conn.client.events(), ngh2.DataReceived)
+    assert b"".join(d.data for d in body) == b"b" * 1000 and body[-1].end_stream
+
+
+def test_a_lost_connection_leaves_no_timer() -> None:
+    conn = connect(window=1 << 24)
+    conn.pump()
+    conn.get("/body?n=1048576")
+    conn.server.dataReceived(conn.client.data_to_send())
+    assert _pass_pending(conn)
+    conn.server.connectionLost()
+    assert not _pass_pending(conn)
+    conn.clock.advance(0)  # nothing runs, nothing raises
+
+
+def test_a_bad_preface_gets_a_goaway_of_our_own() -> None:
+    """ngh2 writes nothing once it failed a connection: the GOAWAY is ours."""
+    conn = connect()
+    conn.transport.clear()
+    conn.server.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64)
+    frames = [f for f in parse_frames(conn.transport.value()) if isinstance(f, GoAwayFrame)]
+    assert frames and frames[-1].error_code == 0x1
+    assert conn.transport.disconnecting
+
+
+def test_goaway_frame_is_well_formed() -> None:
+    (frame,) = parse_frames(goaway_frame(7, 0xB, b"why"))
+    assert isinstance(frame, GoAwayFrame)
+    assert (frame.last_stream_id, frame.error_code, frame.additional_data) == (7, 0xB, b"why")
+
+
+def test_go_away_lets_open_streams_finish_then_closes(conn: Conn) -> None:
+    """The drain: GOAWAY NO_ERROR naming the last stream; the held request still ends
+    with its body; then the connection closes."""
+    conn.pump()
+    held = conn.get("/held")
+    conn.pump()
+    conn.server.go_away()
+    events = conn.pump()
+    (goaway,) = _of(events, ngh2.GoAwayReceived)
+    assert (goaway.last_stream_id, goaway.error_code) == (held, 0)
+    assert not conn.transport.disconnecting
+    (request,) = conn.resource.held
+    request.write(b"last")
+    request.finish()
+    events = conn.pump()
+    body = _of(events, ngh2.DataReceived)
+    assert b"".join(d.data for d in body) == b"last" and body[-1].end_stream
+    assert conn.transport.disconnecting
+
+
+def test_the_probe_names_a_library_that_drops_a_long_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a stock libnghttp2 does with a field over 64 KiB (the request never arrives) is
+    what the probe reports; here a server configured to drop it stands in for one."""
+    real = h2engine_ngh2.configuration
+    monkeypatch.setattr(h2engine_ngh2, "configuration", lambda size: real(64 * 1024))
+    why = unfit(1 << 20)
+    assert why is not None and "262144-byte header field" in why
+
+
+def test_ready_streams_take_turns() -> None:
+    """A 10 MiB body does not hold a small one queued behind it: on the wire, the small
+    body's end comes within the first two passes' worth of the large body (the first
+    pass spent its budget on the large body, rendered first)."""
+    conn = connect(window=1 << 24)
+    conn.pump()
+    conn.get("/body?n=10485760")
+    small = conn.get("/body?n=10")
+    conn.server.dataReceived(conn.client.data_to_send())
+    conn.clock.advance(0)
+    big_before_small = 0
+    for frame in parse_frames(conn.transport.value()):
+        if isinstance(frame, DataFrame):
+            if frame.stream_id == small:
+                assert "END_STREAM" in frame.flags
+                break
+            big_before_small += len(frame.data)
+    else:
+        raise AssertionError("the small body never ended")
+    assert big_before_small <= 2 * BYTES_PER_PASS

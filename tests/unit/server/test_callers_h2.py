@@ -9,6 +9,7 @@ the cluster connection is aborted and the request metrics must be the same.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ from clustergateway.tap import build_service
 from tests.unit.server.test_callers import PROXY, Upstream, answer, proxy_samples
 
 PATH = b"/api/v1/namespaces/default/configmaps/cm"
+#: ``--h2-engine`` of the rigs (the ``engine`` fixture runs every test on each).
+ENGINE = "native"
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both listener engines: libnghttp2's (the default) and the pure-Python one."""
+    monkeypatch.setattr(sys.modules[__name__], "ENGINE", request.param)
+    return str(request.param)
 
 
 class H2Transport(StringTransport):
@@ -156,12 +166,17 @@ def h2_rig(
     proxy = ClusterProxy.build(reactor, registry, dialer=upstream)  # type: ignore[arg-type]
     proxy.refuse_unhealthy = True
     config = GatewayConfig(
-        secure_port=0, bind_address="127.0.0.1", standalone=True, cert_dir=tmp_path / "certs"
+        secure_port=0,
+        bind_address="127.0.0.1",
+        standalone=True,
+        cert_dir=tmp_path / "certs",
+        h2_engine=ENGINE,
     )
     service = build_service(reactor, config, registry=registry, source=None, proxy=proxy)
     proxy.metrics = service.metrics
     if not lean:
         service.site.proxy_entry = None
+    assert service.site.h2_engine == ENGINE
     protocol = service.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
     transport = H2Transport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
     protocol.makeConnection(transport)

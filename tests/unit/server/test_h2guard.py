@@ -23,9 +23,9 @@ from hyperframe.frame import (
 
 from clustergateway.fence.h2 import BoundedFrameBuffer
 from clustergateway.server.h2guard import LIMITS, TokenBucket
-from tests.unit.fence.test_h2channel import Conn, _get, conn  # noqa: F401 - the fixture
+from tests.unit.fence.test_h2channel import Conn, _get, conn, connect, py_conn  # noqa: F401 - the fixtures
 
-__all__ = ["conn"]
+__all__ = ["conn", "py_conn"]
 
 
 def goaway(c: Conn) -> GoAwayFrame | None:
@@ -40,12 +40,22 @@ def assert_closed_with(c: Conn, code: ErrorCodes) -> None:
     assert c.transport.disconnecting
 
 
-def test_a_frame_declared_larger_than_allowed_is_refused_from_its_header(conn: Conn) -> None:
+def test_a_frame_declared_larger_than_allowed_is_refused_from_its_header(py_conn: Conn) -> None:
     """A 16 MiB DATA frame is refused when its 9-byte header arrives, not buffered."""
+    header = (16 * 1024 * 1024 - 1).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"
+    py_conn.protocol.dataReceived(header + b"x" * 1000)
+    assert_closed_with(py_conn, ErrorCodes.FRAME_SIZE_ERROR)
+    assert len(py_conn.server.conn.incoming_buffer._data) < 2000
+
+
+def test_a_frame_declared_larger_than_allowed_is_refused_on_either_engine(conn: Conn) -> None:
+    """The same frame, on both engines: FRAME_SIZE_ERROR as its header arrives (libnghttp2
+    checks the declared length before reading the body), and nothing more is read."""
     header = (16 * 1024 * 1024 - 1).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"
     conn.protocol.dataReceived(header + b"x" * 1000)
     assert_closed_with(conn, ErrorCodes.FRAME_SIZE_ERROR)
-    assert len(conn.server.conn.incoming_buffer._data) < 2000
+    conn.protocol.dataReceived(b"x" * 100_000)  # the peer goes on: ignored, nothing raised
+    assert conn.transport.disconnecting
 
 
 def test_the_frame_buffer_is_ours() -> None:
@@ -67,6 +77,20 @@ def test_rapid_reset_is_cut_with_enhance_your_calm(conn: Conn) -> None:
     raw = conn.client.data_to_send()
     conn.protocol.dataReceived(raw)
     assert_closed_with(conn, ErrorCodes.ENHANCE_YOUR_CALM)
+
+
+def test_rapid_reset_starts_no_request_on_the_native_engine() -> None:
+    """libnghttp2's listener counts the resets before acting on any event: the flood
+    that ends the connection never reaches the site."""
+    conn = connect("native")
+    for i in range(1010):
+        sid = 2 * i + 1
+        conn.client.send_headers(sid, _get("/held"), end_stream=True)
+        conn.client.reset_stream(sid)
+    conn.protocol.dataReceived(conn.client.data_to_send())
+    assert_closed_with(conn, ErrorCodes.ENHANCE_YOUR_CALM)
+    assert conn.resource.held == []
+    assert conn.server.flooded == "RST_STREAM frames"
 
 
 def test_a_burst_of_resets_like_an_aggregator_cancelling_watches_is_fine(conn: Conn) -> None:
