@@ -2,13 +2,18 @@
 
     .venv/bin/python -m bench.proxypath                 # 20,000 GETs, best of 3
     .venv/bin/python -m bench.proxypath --web           # twisted.web's Request for all
+    .venv/bin/python -m bench.proxypath --h2 32         # HTTP/2 streams, 32 per read
+    .venv/bin/python -m bench.proxypath --h2 1 --h2-engine python
 
 No sockets, no TLS, no load generator: one caller connection (HTTP/1.1,
 keep-alive) on the gateway's real ``GatewaySite`` built by ``tap.build_service``
 (standalone, metrics on), and a cluster that answers each request the moment
 it is read, through the real pooled client.  What is timed is the Python a
 proxied GET costs from its head's bytes to the answer's: the channel, the
-gate, ``ClusterProxy``, the relay, the pooled client and the metrics.  It
+gate, ``ClusterProxy``, the relay, the pooled client and the metrics.  With
+``--h2 N`` the caller is an HTTP/2 connection instead (ALPN ``h2``, on the
+site's ``--h2-engine``), and an ngh2 client, outside the timer, sends N GETs
+per read (1: kubectl's shape, 32: the aggregator's).  It
 uses only the service's wiring, so the same command measures an older commit
 (``git worktree``) for a before/after.
 """
@@ -22,15 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ngh2
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 
 from clustergateway.config import GatewayConfig
 from clustergateway.proxy.resource import ClusterProxy
 from clustergateway.registry.samples import cluster_secret
 from clustergateway.registry.store import SecretRegistry
 from clustergateway.tap import build_service
+from clustergateway.testing.clock import PassEndClock
 
 __all__ = ["cpu_per_request", "main"]
 
@@ -73,13 +80,34 @@ class _Cluster:
         return succeed(protocol)
 
 
-def _caller(web: bool, directory: Path) -> tuple[Any, StringTransport]:
-    reactor = MemoryReactorClock()
+class _H2Transport(StringTransport):
+    negotiatedProtocol = b"h2"  # noqa: N815 - Twisted's name
+
+
+H2_REQUEST = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"gw:9443"),
+    (b":path", _PATH),
+    (b"accept", b"application/json"),
+    (b"user-agent", b"kubectl/v1.33.0 (linux/amd64) kubernetes/abcdef"),
+]
+
+
+def _caller(
+    web: bool, directory: Path, h2_engine: str | None = None
+) -> tuple[Any, StringTransport, PassEndClock]:
+    # The gateway's reactor frames HTTP/2 at the end of each pass (fence.reactor).
+    reactor = PassEndClock()
     registry = SecretRegistry("cluster.core.oam.dev")
     registry.replace_all([cluster_secret("c1", endpoint="http://10.0.0.1:6443", token="t0ken")])
     proxy = ClusterProxy.build(reactor, registry, dialer=_Cluster())  # type: ignore[arg-type]
     config = GatewayConfig(
-        secure_port=0, bind_address="127.0.0.1", standalone=True, cert_dir=directory / "certs"
+        secure_port=0,
+        bind_address="127.0.0.1",
+        standalone=True,
+        cert_dir=directory / "certs",
+        h2_engine=h2_engine or "auto",
     )
     service = build_service(reactor, config, registry=registry, source=None, proxy=proxy)
     proxy.metrics = service.metrics
@@ -89,15 +117,61 @@ def _caller(web: bool, directory: Path) -> tuple[Any, StringTransport]:
                 setattr(service.site, name, None)
     address = IPv4Address("TCP", "192.0.2.7", 40000)
     protocol = service.site.buildProtocol(address)
-    client = StringTransport(peerAddress=address)
+    client = (_H2Transport if h2_engine else StringTransport)(peerAddress=address)
     protocol.makeConnection(client)
-    return protocol, client
+    return protocol, client, reactor
+
+
+def h2_cpu_per_request(requests: int, batch: int, engine: str) -> float:
+    """Seconds of CPU per proxied GET arriving as HTTP/2 streams, ``batch`` per read."""
+    with tempfile.TemporaryDirectory() as directory:
+        protocol, transport, reactor = _caller(False, Path(directory), engine)
+        client = ngh2.Connection(ngh2.Role.CLIENT)
+        client.initiate_connection()
+
+        def exchange() -> float:
+            data = client.data_to_send()
+            started = time.process_time()
+            protocol.dataReceived(data)
+            reactor.end_pass()
+            reactor.advance(0)  # the pure-Python engine's later sending passes
+            elapsed = time.process_time() - started
+            client.receive_data(transport.value())
+            transport.clear()
+            return elapsed
+
+        exchange()
+        exchange()
+        client.events()
+        for _ in range(200 // batch + 1):  # warm the pools and caches
+            for _ in range(batch):
+                client.send_request(H2_REQUEST, end_stream=True)
+            exchange()
+        client.events()
+        gc.collect()
+        gc.disable()
+        answered = 0
+        spent = 0.0
+        rounds = max(requests // batch, 1)
+        try:
+            for _ in range(rounds):
+                for _ in range(batch):
+                    client.send_request(H2_REQUEST, end_stream=True)
+                spent += exchange()
+                for event in client.events():
+                    if type(event) is ngh2.ResponseReceived:
+                        answered += dict(event.headers)[b":status"] == b"200"
+        finally:
+            gc.enable()
+        if answered != rounds * batch:
+            raise SystemExit(f"the gateway answered 200 to {answered} of {rounds * batch}")
+        return spent / (rounds * batch)
 
 
 def cpu_per_request(requests: int, *, web: bool = False) -> float:
     """Seconds of CPU per proxied GET (process time; the collector off while timed)."""
     with tempfile.TemporaryDirectory() as directory:
-        protocol, client = _caller(web, Path(directory))
+        protocol, client, _ = _caller(web, Path(directory))
         for _ in range(200):  # warm the pools and caches
             protocol.dataReceived(REQUEST)
         if b"200 OK" not in client.value():
@@ -121,9 +195,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--web", action="store_true", help="twisted.web's Request for all")
+    parser.add_argument("--h2", type=int, metavar="N", help="HTTP/2: N streams per read")
+    parser.add_argument("--h2-engine", default="native", choices=("native", "python"))
     args = parser.parse_args()
-    best = min(cpu_per_request(args.requests, web=args.web) for _ in range(args.rounds))
-    path = "twisted.web Request" if args.web else "answered on the connection"
+    if args.h2:
+        best = min(
+            h2_cpu_per_request(args.requests, args.h2, args.h2_engine) for _ in range(args.rounds)
+        )
+        path = f"HTTP/2, {args.h2} per read, {args.h2_engine} engine"
+    else:
+        best = min(cpu_per_request(args.requests, web=args.web) for _ in range(args.rounds))
+        path = "twisted.web Request" if args.web else "answered on the connection"
     print(f"{best * 1e6:.1f} µs CPU per proxied GET ({path}; best of {args.rounds})")
 
 

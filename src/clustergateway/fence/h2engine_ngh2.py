@@ -191,6 +191,10 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         self._pass: Any = None
         #: This turn's pass spent its budget; the next turn's is scheduled.
         self._spent = False
+        #: ``fence.reactor``'s hook: frame once at the end of the reactor pass
+        #: (None on other reactors, the tests' clocks: frame at each write).
+        self._at_pass_end: Any = getattr(reactor, "at_pass_end", None)
+        self._end_pending = False
         self._host: Any = None
         self._closed = False
         #: What was flooded, when the connection was cut for it.
@@ -229,7 +233,7 @@ class Ngh2Connection(Protocol, TimeoutMixin):
             return
         self._dispatch(events)
         if not self._closed:
-            self._send_pass()
+            self._send_later()
 
     def _flood_in(self, events: list[Any]) -> str | None:
         """The kind of frame ``events`` overspent (``h2guard``'s buckets, and resets)."""
@@ -376,8 +380,26 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         if not self.conn.want_read and not self.conn.want_write:
             self._lose(Failure(ConnectionLost("HTTP/2 connection finished")))
 
+    def _send_later(self) -> None:
+        """Something is ready: frame it at the end of this reactor pass (with all else
+        the pass makes ready), or now where the reactor has no such hook."""
+        at_pass_end = self._at_pass_end
+        if at_pass_end is None:
+            self._send_pass()
+        elif not self._end_pending:
+            self._end_pending = True
+            at_pass_end(self._pass_ended)
+
+    def _pass_ended(self) -> None:
+        self._end_pending = False
+        self._send_pass()
+
     def _send_soon(self) -> None:
-        if self._pass is None:
+        """As :meth:`_send_later`, but on a reactor without the hook wait for the next
+        turn: a response head then leaves with what the same turn writes after it."""
+        if self._at_pass_end is not None:
+            self._send_later()
+        elif self._pass is None:
             self._pass = self._reactor.callLater(0, self._send_pass)
 
     def _write(self, data: bytes) -> None:
@@ -414,7 +436,7 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         if self._closed:
             return
         self.conn.send_goaway(NO_ERROR, last_stream_id=self._last_stream_id)
-        self._send_pass()
+        self._send_later()
 
     def _peer(self) -> str:
         return str(self.transport.getPeer()) if self.transport is not None else "?"
@@ -447,7 +469,7 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         if streamID not in self.streams:
             return
         self.conn.send_data(streamID, data)
-        self._send_pass()
+        self._send_later()
         if self.remainingOutboundWindow(streamID) <= 0:
             stream = self.streams.get(streamID)
             if stream is not None:
@@ -458,12 +480,12 @@ class Ngh2Connection(Protocol, TimeoutMixin):
             return
         # StreamClosed comes once END_STREAM is on the wire; the stream is done now.
         self.conn.end_stream(streamID)
-        self._send_pass()
+        self._send_later()
 
     def abortRequest(self, streamID: int) -> None:  # noqa: N802 - Twisted's name
         if streamID in self.streams:
             self.conn.reset_stream(streamID, CANCEL)
-            self._send_pass()
+            self._send_later()
         self._stream_gone(streamID, "Stream aborted")
 
     def remainingOutboundWindow(self, streamID: int) -> int:  # noqa: N802
@@ -496,9 +518,9 @@ class Ngh2Connection(Protocol, TimeoutMixin):
 
     def _send100Continue(self, streamID: int) -> None:  # noqa: N802 - Twisted's name
         self.conn.send_informational_response(streamID, [(b":status", b"100")])
-        self._send_pass()
+        self._send_later()
 
     def _respondToBadRequestAndDisconnect(self, streamID: int) -> None:  # noqa: N802
         self.conn.send_response(streamID, [(b":status", b"400")], end_stream=True)
-        self._send_pass()
+        self._send_later()
         self._stream_gone(streamID, "Invalid request")

@@ -13,7 +13,10 @@ It also offers ``write_soon(transport)``: the transport's ``doWrite`` runs
 once the events of the current pass are handled (and before the next poll,
 for writes made by timers), instead of after registering for writability
 and polling again.  ``clustergateway.fence.tlssocket`` uses it; see its
-``startWriting``.
+``startWriting``.  ``at_pass_end(call)`` runs a call at the same point,
+before those writes: the HTTP/2 listener (``fence.h2engine_ngh2``) frames
+what a pass made ready once, there, so a response's head, body and end
+leave as one HEADERS and one DATA frame with END_STREAM.
 
 After a pass that handled events it polls again without sleeping for up to
 ``spin_seconds`` (``--busy-poll``, 100 µs by default) before it blocks: the
@@ -58,7 +61,12 @@ class LeanEPollReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._write_soon: list[Any] = []
+        self._at_end: list[Any] = []
         self._busy = False
+
+    def at_pass_end(self, call: Any) -> None:
+        """Call ``call()`` once the events of this pass are handled, before its writes."""
+        self._at_end.append(call)
 
     def write_soon(self, selectable: Any) -> None:
         """Call ``selectable.doWrite()`` at the end of this pass, as if it were writable.
@@ -70,7 +78,13 @@ class LeanEPollReactor(EPollReactor):
 
     def _flush_writes(self) -> None:
         dispatch = self._doReadOrWrite
-        while self._write_soon:
+        while self._write_soon or self._at_end:
+            calls, self._at_end = self._at_end, []
+            for call in calls:
+                try:
+                    call()
+                except Exception:
+                    self._log.failure("Pass-end call {call} failed", call=call)
             pending, self._write_soon = self._write_soon, []
             for selectable in pending:
                 if selectable.disconnected:
@@ -81,7 +95,7 @@ class LeanEPollReactor(EPollReactor):
                     self._log.failure("Write failed for {selectable}", selectable=selectable)
 
     def doPoll(self, timeout: float | None) -> None:  # noqa: N802 - Twisted's name
-        if self._write_soon:  # written by timers and threads' calls since the last pass
+        if self._write_soon or self._at_end:  # from timers and threads since the last pass
             self._flush_writes()
         if timeout is None:
             timeout = -1
@@ -114,7 +128,7 @@ class LeanEPollReactor(EPollReactor):
                 dispatch(selectable, fd, event)  # type: ignore[no-untyped-call]
             except Exception:
                 self._log.failure("I/O dispatch failed for {selectable}", selectable=selectable)
-        if self._write_soon:
+        if self._write_soon or self._at_end:
             self._flush_writes()
 
     doIteration = doPoll  # noqa: N815 - Twisted's name

@@ -28,6 +28,7 @@ from clustergateway.fence.h2engine_ngh2 import (
     unfit,
 )
 from clustergateway.server.site import GatewaySite
+from clustergateway.testing.clock import PassEndClock
 from tests.unit.fence.test_h2channel import parse_frames
 
 HEAD_LIMIT = 32768
@@ -87,9 +88,9 @@ def conn() -> Conn:
     return connect()
 
 
-def connect(window: int | None = None) -> Conn:
+def connect(window: int | None = None, clock: MemoryReactorClock | None = None) -> Conn:
     """``window``: the client's receive window, on the connection and each stream."""
-    clock = MemoryReactorClock()
+    clock = clock or MemoryReactorClock()
     resource = Body()
     site = GatewaySite(resource, reactor=clock)
     server = Ngh2Connection(clock, HEAD_LIMIT)
@@ -303,3 +304,38 @@ def test_ready_streams_take_turns() -> None:
     else:
         raise AssertionError("the small body never ended")
     assert big_before_small <= 2 * BYTES_PER_PASS
+
+
+def test_on_the_gateways_reactor_a_pass_is_framed_once_at_its_end() -> None:
+    """With ``at_pass_end`` (``fence.reactor``), nothing is framed while the pass runs;
+    at its end a response leaves as one HEADERS and one DATA frame carrying END_STREAM,
+    and a held response's last write and its end as one DATA frame."""
+    clock = PassEndClock()
+    conn = connect(clock=clock)
+    conn.server.dataReceived(conn.client.data_to_send())
+    clock.end_pass()
+    conn.client.receive_data(conn.transport.value())
+    conn.transport.clear()
+    conn.server.dataReceived(conn.client.data_to_send())  # the SETTINGS ack
+    clock.end_pass()
+    conn.transport.clear()
+    stream_id = conn.get("/body?n=616")
+    conn.server.dataReceived(conn.client.data_to_send())
+    assert conn.transport.value() == b""
+    clock.end_pass()
+    frames = [f for f in parse_frames(conn.transport.value()) if f.stream_id == stream_id]
+    conn.transport.clear()
+    assert [type(f).__name__ for f in frames] == ["HeadersFrame", "DataFrame"]
+    assert "END_STREAM" in frames[1].flags and len(frames[1].data) == 616
+    held = conn.get("/held")
+    conn.server.dataReceived(conn.client.data_to_send())
+    (request,) = conn.resource.held
+    request.write(b"")  # the head goes out, as a watch's does
+    clock.end_pass()
+    conn.transport.clear()
+    request.write(b"last event")
+    request.finish()
+    clock.end_pass()
+    frames = [f for f in parse_frames(conn.transport.value()) if f.stream_id == held]
+    assert [type(f).__name__ for f in frames] == ["DataFrame"]
+    assert frames[0].data == b"last event" and "END_STREAM" in frames[0].flags

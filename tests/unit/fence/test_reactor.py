@@ -113,3 +113,44 @@ def test_spin_is_bounded_and_can_be_turned_off() -> None:
     timers_due.doPoll(5.0)
     timers_due.doPoll(0)  # a timer is due: poll once, never spin
     assert timers_due._poller.timeouts == [5.0, 0]
+
+
+def test_pass_end_calls_run_after_the_passs_events_and_before_its_writes() -> None:
+    """``at_pass_end``: after every event of the pass is dispatched, before the writes
+    asked for with ``write_soon`` (including those the call itself asks for); a failing
+    call is logged and the others still run."""
+    order: list[str] = []
+    a, b = socket.socketpair()
+    reactor = LeanEPollReactor()
+    try:
+
+        class Writer(Reader):
+            def doRead(self) -> None:  # noqa: N802
+                super().doRead()
+                order.append("read")
+                reactor.at_pass_end(lambda: order.append("end"))
+                reactor.at_pass_end(broken)
+                reactor.at_pass_end(lambda: reactor.write_soon(self))
+
+            def doWrite(self) -> None:  # noqa: N802
+                order.append("write")
+
+        def broken() -> None:
+            raise RuntimeError("boom")
+
+        writer = Writer(reactor, a)
+        reactor.addReader(writer)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            b.send(b"x")
+            reactor.doPoll(1.0)
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        assert order == ["read", "end", "write"]
+        assert any(e.get("log_failure") and e["log_failure"].check(RuntimeError) for e in events)
+        reactor.removeReader(writer)
+    finally:
+        a.close()
+        b.close()
+        reactor._poller.close()
