@@ -113,6 +113,10 @@ HTTP Upgrade API, Twisted ticket #3204):
   ``testing.apiserver``, ``server.callers``).
 - ``twisted.web._http2.H2Stream._request`` — the request a stream reports resets
   to (``set_stream_request``: ``server.callers``).
+- ``twisted.web._http2.H2Stream._convertHeaders`` — overridden by
+  ``fence.h2engine_ngh2.GatewayH2Stream``: the request's headers filled straight
+  into ``Headers``' dict, as Twisted fills them, without re-checking what
+  libnghttp2 already checked (no public way to build a stream's request).
 
 ``twistd`` (``fence.twistd``):
 

@@ -44,7 +44,8 @@ What the pure-Python engine does that is kept here, by other means:
 
 It touches Twisted's private ``H2Stream`` (``twisted.web._http2``) and the
 stream's private hooks (``_send100Continue``, ``_respondToBadRequestAndDisconnect``,
-``_isSecure``) as ``fence.h2channel`` does; the names are listed in
+``_isSecure``) as ``fence.h2channel`` does, and overrides the stream's
+``_convertHeaders`` (:class:`GatewayH2Stream`); the names are listed in
 ``fence/__init__.py``.
 """
 
@@ -63,11 +64,18 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Stream
 
-from clustergateway.fence.twisted_web import header_names_valid
+from clustergateway.fence.twisted_web import HEADER_NAME_ENCODER, header_names_valid, raw_headers
 from clustergateway.server.callers import H2Head
 from clustergateway.server.h2guard import LIMITS, FloodGuard, TokenBucket
 
-__all__ = ["BYTES_PER_PASS", "MAX_CONCURRENT_STREAMS", "Ngh2Connection", "goaway_frame", "unfit"]
+__all__ = [
+    "BYTES_PER_PASS",
+    "MAX_CONCURRENT_STREAMS",
+    "GatewayH2Stream",
+    "Ngh2Connection",
+    "goaway_frame",
+    "unfit",
+]
 
 #: As ``h2channel.MAX_CONCURRENT_STREAMS``: Go's HTTP/2 server default.
 MAX_CONCURRENT_STREAMS = 250
@@ -165,6 +173,55 @@ def unfit(header_list_size: int) -> str | None:
             "field); install the ngh2 wheel scripts/ngh2-wheel.sh builds"
         )
     return None
+
+
+class GatewayH2Stream(H2Stream):
+    """Twisted's ``H2Stream``, its request's headers filled straight into ``Headers``.
+
+    Twisted adds each header through ``getRawHeaders``/``setRawHeaders``,
+    which encode the name twice and check every value; libnghttp2 has
+    already refused a request whose names or values HTTP/2 forbids (upper
+    case, CR, LF, NUL, edge whitespace; RFC 9113 §8.2.1), so what is left
+    is the canonical name and the same list Twisted builds, ``Host`` from
+    ``:authority`` and the length from ``content-length`` included.
+    """
+
+    def _convertHeaders(self, headers: Any) -> None:  # noqa: N802 - Twisted's name
+        this: Any = self
+        request = this._request
+        raw = raw_headers(request.requestHeaders)
+        encode = HEADER_NAME_ENCODER.encode
+        length: int | None = None
+        for name, value in headers:
+            if name[:1] != b":":
+                key = encode(name)
+                if name == b"content-length":
+                    length = int(value)
+            elif name == b":method":
+                this.command = value
+                continue
+            elif name == b":path":
+                this.path = value
+                continue
+            elif name == b":authority":
+                key = b"Host"
+            else:
+                continue
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
+            else:
+                values.append(value)
+        if length is not None:
+            request.gotLength(length)
+        elif this.command in (b"GET", b"HEAD"):
+            request.gotLength(0)
+        else:
+            request.gotLength(None)
+        request.parseCookies()
+        expect = raw.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue":
+            this._send100Continue()
 
 
 class Ngh2Connection(Protocol, TimeoutMixin):
@@ -334,7 +391,9 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         # before the next one's (RFC 9218's default, non-incremental), so a large list
         # would hold every watch event on the aggregator's connection behind it.
         self.conn.set_stream_priority(stream_id, _TURNS, ignore_client_signal=True)
-        stream = H2Stream(stream_id, self, headers, factory, self.site, self.factory)
+        stream: Any = GatewayH2Stream(  # type: ignore[no-untyped-call]  # Twisted's __init__
+            stream_id, self, headers, factory, self.site, self.factory
+        )
         self.streams[stream_id] = stream
         if event.end_stream:
             stream.requestComplete()

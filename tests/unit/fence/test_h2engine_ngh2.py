@@ -339,3 +339,76 @@ def test_on_the_gateways_reactor_a_pass_is_framed_once_at_its_end() -> None:
     frames = [f for f in parse_frames(conn.transport.value()) if f.stream_id == held]
     assert [type(f).__name__ for f in frames] == ["DataFrame"]
     assert frames[0].data == b"last event" and "END_STREAM" in frames[0].flags
+
+
+class _Recorder:
+    """What a stream tells its request while building it."""
+
+    def __init__(self, stream: Any, queued: bool = False) -> None:
+        from twisted.web.http_headers import Headers
+
+        self.requestHeaders = Headers()
+        self.lengths: list[int | None] = []
+        self.cookies = 0
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        self.lengths.append(length)
+
+    def parseCookies(self) -> None:  # noqa: N802 - Twisted's name
+        self.cookies += 1
+
+
+class _Continued:
+    def __init__(self) -> None:
+        self.continued: list[int] = []
+
+    def _send100Continue(self, stream_id: int) -> None:  # noqa: N802 - Twisted's name
+        self.continued.append(stream_id)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b":method", b"GET"), (b":path", b"/a"), (b":authority", b"gw"), (b":scheme", b"https")],
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":path", b"/p"),
+            (b":authority", b"gw:9443"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"12"),
+            (b"accept", b"a"),
+            (b"accept", b"b"),
+            (b"cookie", b"x=1"),
+            (b"x-remote-extra-scopes", b"s"),
+            (b"expect", b"100-continue"),
+        ],
+        [(b":method", b"PUT"), (b":path", b"/"), (b"host", b"h"), (b":authority", b"a")],
+        [(b":method", b"HEAD"), (b":path", b"/"), (b"content-length", b"0")],
+    ],
+    ids=["get", "post-with-body", "host-and-authority", "head"],
+)
+def test_the_stream_builds_its_request_as_twisteds_does(headers: list[Any]) -> None:
+    """``GatewayH2Stream``'s fast header filling gives the request exactly what Twisted's
+    ``H2Stream`` gives it: the same headers dict, length, method, path, cookies parse
+    and 100-continue."""
+    from twisted.web._http2 import H2Stream
+
+    from clustergateway.fence.h2engine_ngh2 import GatewayH2Stream
+
+    built = []
+    for kind in (H2Stream, GatewayH2Stream):
+        connection = _Continued()
+        stream = kind(1, connection, headers, _Recorder, None, None)
+        request = stream._request
+        built.append(
+            (
+                dict(request.requestHeaders.getAllRawHeaders()),
+                request.lengths,
+                request.cookies,
+                stream.command,
+                stream.path,
+                connection.continued,
+            )
+        )
+    assert built[0] == built[1]
