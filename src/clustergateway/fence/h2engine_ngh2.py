@@ -63,8 +63,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Stream
+from twisted.web.http_headers import InvalidHeaderName
 
-from clustergateway.fence.twisted_web import HEADER_NAME_ENCODER, header_names_valid, raw_headers
+from clustergateway.fence.twisted_web import HEADER_NAME_ENCODER, raw_headers
 from clustergateway.server.callers import H2Head
 from clustergateway.server.h2guard import LIMITS, FloodGuard, TokenBucket
 
@@ -252,6 +253,9 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         #: (None on other reactors, the tests' clocks: frame at each write).
         self._at_pass_end: Any = getattr(reactor, "at_pass_end", None)
         self._end_pending = False
+        #: Builds the first request object of a stream without a body (``H2Head``),
+        #: when there is a proxy entry.
+        self._head_factory: Any = None
         self._host: Any = None
         self._closed = False
         #: What was flooded, when the connection was cut for it.
@@ -260,6 +264,13 @@ class Ngh2Connection(Protocol, TimeoutMixin):
     # -- the transport's side ----------------------------------------------------
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        entry = self.proxy_entry  # set by the ALPN switch before the connection is made
+        if entry is not None:
+
+            def head(stream: Any, queued: bool = False) -> H2Head:
+                return H2Head(entry, stream)
+
+            self._head_factory = head
         transport: Any = self.transport
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
@@ -373,27 +384,25 @@ class Ngh2Connection(Protocol, TimeoutMixin):
 
     def _request_received(self, event: Any) -> None:
         stream_id = event.stream_id
-        self._last_stream_id = max(self._last_stream_id, stream_id)
-        headers = list(event.headers)
-        if not header_names_valid(headers):
-            # Twisted's stream would raise InvalidHeaderName while being built:
-            # the request is malformed, a stream error (RFC 9113 §8.2.1).
-            self.conn.reset_stream(stream_id, PROTOCOL_ERROR)
-            return
-        entry = self.proxy_entry
+        if stream_id > self._last_stream_id:
+            self._last_stream_id = stream_id
         factory = self.requestFactory
-        if entry is not None and event.end_stream:
-            # A request without a body may be taken by the proxy entry (as on h2channel).
-            def factory(stream: Any, queued: bool = False) -> Any:
-                return H2Head(entry, stream)
-
+        if event.end_stream and self._head_factory is not None:
+            factory = self._head_factory  # the proxy entry may take it (as on h2channel)
         # Turns by bytes sent: libnghttp2 otherwise sends a stream's whole response
         # before the next one's (RFC 9218's default, non-incremental), so a large list
         # would hold every watch event on the aggregator's connection behind it.
         self.conn.set_stream_priority(stream_id, _TURNS, ignore_client_signal=True)
-        stream: Any = GatewayH2Stream(  # type: ignore[no-untyped-call]  # Twisted's __init__
-            stream_id, self, headers, factory, self.site, self.factory
-        )
+        try:
+            stream: Any = GatewayH2Stream(  # type: ignore[no-untyped-call]  # Twisted's __init__
+                stream_id, self, event.headers, factory, self.site, self.factory
+            )
+        except InvalidHeaderName:
+            # libnghttp2 checks names as RFC 9113 asks, Twisted's Headers as RFC 9110
+            # does; a name only the first lets through is a malformed request, a
+            # stream error (RFC 9113 §8.2.1), never an error out of the connection.
+            self.conn.reset_stream(stream_id, PROTOCOL_ERROR)
+            return
         self.streams[stream_id] = stream
         if event.end_stream:
             stream.requestComplete()

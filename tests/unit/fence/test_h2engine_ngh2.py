@@ -412,3 +412,38 @@ def test_the_stream_builds_its_request_as_twisteds_does(headers: list[Any]) -> N
             )
         )
     assert built[0] == built[1]
+
+
+def test_a_name_twisted_refuses_resets_only_its_stream(
+    conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libnghttp2 and Twisted's ``Headers`` both take RFC tokens as names; should a name
+    pass the first and not the second, that stream is reset (PROTOCOL_ERROR) and the
+    connection serves on (here Twisted's check is made stricter to show it)."""
+    from twisted.web.http_headers import InvalidHeaderName
+
+    real = h2engine_ngh2.HEADER_NAME_ENCODER
+
+    class Stricter:
+        def encode(self, name: bytes) -> bytes:
+            if name == b"x-odd":
+                raise InvalidHeaderName(name)
+            return bytes(real.encode(name))
+
+    monkeypatch.setattr(h2engine_ngh2, "HEADER_NAME_ENCODER", Stricter())
+    conn.pump()
+    odd = conn.client.send_request(
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"gw"),
+            (b":path", b"/body?n=1"),
+            (b"x-odd", b"1"),
+        ],
+        end_stream=True,
+    )
+    (reset,) = _of(conn.pump(), ngh2.StreamReset)
+    assert (reset.stream_id, reset.error_code) == (odd, 0x1)
+    conn.get("/body?n=2")
+    assert _of(conn.pump(), ngh2.ResponseReceived)
+    assert not conn.transport.disconnecting
