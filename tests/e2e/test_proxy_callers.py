@@ -135,6 +135,31 @@ async def test_watch_and_logs_follow(proxied: ProxiedCluster, kubectl: str, prot
 
 
 @pytest_twisted.ensureDeferred
+async def test_kubectls_http2_is_served_on_libnghttp2(
+    proxied: ProxiedCluster, kubectl: str
+) -> None:
+    """kubectl's HTTP/2 connection (its watch open on it) is served by the libnghttp2
+    engine, the gateway's default; with DISABLE_HTTP2 it is the HTTP/1.1 channel."""
+    from clustergateway.fence.h2engine_ngh2 import Ngh2Connection
+    from clustergateway.fence.twisted_web import channel_of
+
+    site = proxied.gateway.service.site
+    assert site.h2_engine == "native"
+    for env, native in (({}, True), (PROTOCOLS["http1"], False)):
+        watches = len(proxied.sim.watches)
+        watching = StreamingKubectl.start(
+            kubectl, proxied.kubeconfig, "get", "cm", "-w", "--no-headers", env=env
+        )
+        try:
+            await wait_until(lambda w=watches: len(proxied.sim.watches) > w, timeout=30)
+            channels = [channel_of(protocol) for protocol in site.open_connections()]
+            assert any(isinstance(c, Ngh2Connection) for c in channels) == native, channels
+        finally:
+            watching.stop()
+        await wait_until(lambda: not site.open_connections(), timeout=30)
+
+
+@pytest_twisted.ensureDeferred
 async def test_exec_beside_lean_requests(
     proxied: ProxiedCluster, kubectl: str, protocol: str
 ) -> None:
