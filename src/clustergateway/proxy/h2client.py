@@ -12,8 +12,10 @@ So :class:`H2Streams` (one per cluster upstream) carries *long-running*
 ``logs -f``, nested proxies — as streams on a few HTTP/2 connections, opening
 another only when the open ones are full (the cluster's
 ``SETTINGS_MAX_CONCURRENT_STREAMS``; kube-apiserver allows 100–1000).
-Everything else stays on the HTTP/1.1 pool (``h1client``): for short
-requests the pure-Python HTTP/2 stack costs several times the CPU of llhttp.
+Everything else stays on the HTTP/1.1 pool (``h1client``), as measured when
+these connections were framed by the pure-Python ``h2``; they are now framed by
+libnghttp2 (through ``ngh2``, as the listener's HTTP/2), whose per-event cost is
+a tenth of it (``bench/HISTORY.md``).
 
 A cluster that does not select ``h2`` in ALPN (an HTTP/1.1-only server or
 proxy in front of it) is remembered as such for the upstream's lifetime, and
@@ -39,20 +41,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingAckReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-)
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes, Settings
+import ngh2
+from ngh2 import events as ev
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
@@ -92,8 +82,6 @@ CONNECTION_WINDOW = 1 << 30
 #: Streams used on a connection before the cluster's SETTINGS say how many it
 #: allows (Go's client assumes 100 as well).
 INITIAL_STREAM_LIMIT = 100
-#: Every HTTP/2 window starts at this size (RFC 9113 §6.9.2).
-_DEFAULT_WINDOW = 65535
 #: A connection that received nothing for this long is asked for a PING, and
 #: closed when no answer comes within ``PING_TIMEOUT`` (client-go's
 #: ``ReadIdleTimeout`` and ``PingTimeout``): one dead connection would
@@ -101,6 +89,10 @@ _DEFAULT_WINDOW = 65535
 READ_IDLE_TIMEOUT = 30.0
 PING_TIMEOUT = 15.0
 _PING_DATA = b"cg-alive"
+#: HTTP/2 error codes (RFC 9113 §7).
+_PROTOCOL_ERROR = 0x1
+_REFUSED_STREAM = 0x7
+_CANCEL = 0x8
 
 #: Request headers that HTTP/2 forbids (connection-specific: the hop-by-hop
 #: ones and h2c's upgrade settings) or carries as pseudo-headers (``Host``
@@ -163,6 +155,26 @@ def response_head(headers: Sequence[tuple[bytes, bytes]]) -> ResponseHead:
     if not 200 <= code <= 599:
         raise UpstreamProtocolError("invalid :status in the cluster's answer")
     return ResponseHead(code, b"", fields, length)
+
+
+def _configuration() -> ngh2.Configuration:
+    """The client's libnghttp2 options: window updates are ours (per-stream backpressure),
+    answers' heads up to :data:`MAX_HEAD_BYTES`, as on HTTP/1.1."""
+    return ngh2.Configuration(
+        auto_window_update=False,
+        peer_max_concurrent_streams=INITIAL_STREAM_LIMIT,
+        max_inbound_header_list_size=MAX_HEAD_BYTES,
+        max_inbound_header_count=MAX_HEAD_BYTES // 32 + 1,
+        max_continuations=64,
+        max_send_header_block_length=max(65536, MAX_HEAD_BYTES),
+    )
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ngh2.ErrorCode(code).name
+    except ValueError:
+        return f"error code {code:#x}"
 
 
 @implementer(IPushProducer)
@@ -237,10 +249,10 @@ class H2ClientConnection(TwistedProtocol):
 
     def __init__(self) -> None:
         self.manager: H2Streams | None = None
-        self.h2 = H2Connection(
-            H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
-        )
+        self.h2 = ngh2.Connection(ngh2.Role.CLIENT, _configuration())
         self.exchanges: dict[int, H2Exchange] = {}
+        #: What the cluster sent before :meth:`start` (its SETTINGS, typically).
+        self._early: list[bytes] = []
         self.started = False
         self.closed = False
         self.going_away = False
@@ -265,27 +277,27 @@ class H2ClientConnection(TwistedProtocol):
         self.manager = manager
         self.started = True
         h2 = self.h2
-        h2.local_settings = Settings(
-            client=True,
-            initial_values={
-                SettingCodes.ENABLE_PUSH: 0,
-                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEAD_BYTES,
-            },
+        h2.initiate_connection(
+            {
+                ngh2.Setting.ENABLE_PUSH: 0,
+                ngh2.Setting.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                ngh2.Setting.MAX_HEADER_LIST_SIZE: MAX_HEAD_BYTES,
+            }
         )
-        h2.decoder.max_header_list_size = MAX_HEAD_BYTES
-        h2.initiate_connection()
-        h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        h2.set_local_window_size(CONNECTION_WINDOW)
         self._flush()
         self._idle()
         self._last_read = manager.reactor.seconds()
         self._health = manager.reactor.callLater(READ_IDLE_TIMEOUT, self._check_health)
+        early, self._early = self._early, []
+        if early:
+            self.dataReceived(b"".join(early))
 
     def has_room(self) -> bool:
         """Can another stream be opened here now?"""
         if self.closed or self.going_away or not self.started:
             return False
-        limit = self.h2.remote_settings.max_concurrent_streams
+        limit = self.h2.remote_settings.get(ngh2.Setting.MAX_CONCURRENT_STREAMS, 1 << 31)
         if not self.settings_seen:
             limit = min(limit, INITIAL_STREAM_LIMIT)
         return len(self.exchanges) < limit
@@ -293,12 +305,10 @@ class H2ClientConnection(TwistedProtocol):
     # -- streams -----------------------------------------------------------------------
 
     def open(self, exchange: H2Exchange) -> bool:
-        """Start ``exchange``'s stream; False if h2 refused its headers (nothing was sent)."""
-        h2 = self.h2
-        stream_id = h2.get_next_available_stream_id()
+        """Start ``exchange``'s stream; False if it could not be (nothing was sent)."""
         try:
-            h2.send_headers(stream_id, exchange.headers, end_stream=True)
-        except H2Error:
+            stream_id = self.h2.send_request(exchange.headers, end_stream=True)
+        except (ngh2.NGH2Error, TypeError, ValueError):
             return False
         self._stop_idle()
         exchange.connection = self
@@ -322,8 +332,8 @@ class H2ClientConnection(TwistedProtocol):
         if self.exchanges.pop(exchange.stream_id, None) is None or self.closed:
             return
         try:
-            self.h2.reset_stream(exchange.stream_id, ErrorCodes.CANCEL)
-        except H2Error:
+            self.h2.reset_stream(exchange.stream_id, _CANCEL)
+        except ngh2.NGH2Error:
             pass
         self._flush()
         self._stream_closed()
@@ -332,39 +342,60 @@ class H2ClientConnection(TwistedProtocol):
         """The client took ``size`` more bytes of ``exchange``'s body: open its window."""
         if self.closed or self.exchanges.get(exchange.stream_id) is not exchange:
             return
-        self.h2.acknowledge_received_data(size, exchange.stream_id)
+        self._consumed(size, exchange.stream_id)
         self._flush()
 
     # -- Protocol ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if not self.started or self.closed:
+        if self.closed:
+            return
+        if not self.started:
+            # The cluster may send its SETTINGS as soon as TLS is up (Go's server
+            # does), before ALPN is checked and :meth:`start` runs: kept for it.
+            self._early.append(data)
             return
         self._last_read = self.manager.reactor.seconds()  # type: ignore[union-attr]
         try:
-            events = self.h2.receive_data(data)
-        except H2Error as e:
-            self._flush()
+            self.h2.receive_data(data)
+        except ngh2.NGH2Error as e:
+            # libnghttp2 failed the connection (a flood, a bad frame it cannot recover from).
             self._abort(UpstreamProtocolError(f"invalid HTTP/2 from the cluster: {e}"))
             return
+        self._handle(self.h2.events())
+        self._flush()
+        if not self.closed:
+            # A session libnghttp2 ended (its GOAWAY now written) says so only now.
+            self._handle(self.h2.events())
+
+    def _handle(self, events: list[Any]) -> None:
+        event: Any
         for event in events:
             if self.closed:
                 return
-            if isinstance(event, DataReceived):
-                self._data(event)
-            elif isinstance(event, ResponseReceived):
-                self._head(event)
-            elif isinstance(event, StreamEnded):
-                self._ended(event)
-            elif isinstance(event, StreamReset):
-                self._reset_by_peer(event)
-            elif isinstance(event, RemoteSettingsChanged):
-                self._settings(event)
-            elif isinstance(event, ConnectionTerminated):
-                self._goaway(event)
-            elif isinstance(event, PingAckReceived):
+            kind = type(event)
+            if kind is ev.DataReceived:
+                self._data(event.stream_id, event.data)
+                if event.end_stream:
+                    self._ended(event.stream_id)
+            elif kind is ev.ResponseReceived:
+                self._head(event.stream_id, event.headers)
+                if event.end_stream:
+                    self._ended(event.stream_id)
+            elif kind is ev.TrailersReceived:
+                self._ended(event.stream_id)
+            elif kind is ev.StreamReset:
+                self._reset_by_peer(event.stream_id, event.error_code)
+            elif kind is ev.StreamClosed:
+                self._closed_stream(event)
+            elif kind is ev.SettingsReceived:
+                self._settings()
+            elif kind is ev.GoAwayReceived:
+                self._goaway(event.last_stream_id)
+            elif kind is ev.ConnectionClosed:
+                self._connection_closed(event)
+            elif kind is ev.PingAcknowledged:
                 self._ping_sent = None
-        self._flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.closed = True
@@ -390,12 +421,12 @@ class H2ClientConnection(TwistedProtocol):
 
     # -- events ------------------------------------------------------------------------
 
-    def _head(self, event: ResponseReceived) -> None:
-        exchange = self.exchanges.get(event.stream_id)
+    def _head(self, stream_id: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        exchange = self.exchanges.get(stream_id)
         if exchange is None:
             return
         try:
-            head = response_head(event.headers or ())
+            head = response_head(headers)
         except UpstreamProtocolError as e:
             self._fail_stream(exchange, e)
             return
@@ -405,26 +436,33 @@ class H2ClientConnection(TwistedProtocol):
             metrics.first_byte(self.manager.reactor.seconds() - exchange.sent_at)
         exchange.sink.head_received(head, exchange)
 
-    def _data(self, event: DataReceived) -> None:
-        stream_id = event.stream_id
-        size = event.flow_controlled_length
+    def _data(self, stream_id: int, data: bytes) -> None:
+        # libnghttp2 accounts for padding and for DATA on streams it already closed.
+        size = len(data)
         exchange = self.exchanges.get(stream_id)
         if exchange is None or not exchange.head_received:
             # A stream this side reset: give the connection its window back.
             if size:
-                self.h2.acknowledge_received_data(size, stream_id)
+                self._consumed(size, stream_id)
             return
-        if event.data:
-            exchange.sink.body_received(event.data)
+        if data:
+            exchange.sink.body_received(data)
         if not size:
             return
         if exchange.paused or exchange.cancelled:
             exchange.unacknowledged += size
         elif self.exchanges.get(stream_id) is exchange:
-            self.h2.acknowledge_received_data(size, stream_id)
+            self._consumed(size, stream_id)
 
-    def _ended(self, event: StreamEnded) -> None:
-        exchange = self.exchanges.pop(event.stream_id, None)
+    def _consumed(self, size: int, stream_id: int) -> None:
+        """Open ``size`` bytes of window on the stream and the connection."""
+        try:
+            self.h2.acknowledge_received_data(size, stream_id)
+        except ngh2.NGH2Error:
+            pass  # the stream is already closed: libnghttp2 gave the connection's back
+
+    def _ended(self, stream_id: int) -> None:
+        exchange = self.exchanges.pop(stream_id, None)
         if exchange is None:
             return
         exchange.connection = None
@@ -437,15 +475,14 @@ class H2ClientConnection(TwistedProtocol):
             return
         exchange.sink.body_done()
 
-    def _reset_by_peer(self, event: StreamReset) -> None:
-        exchange = self.exchanges.pop(event.stream_id, None)
+    def _reset_by_peer(self, stream_id: int, code: int) -> None:
+        exchange = self.exchanges.pop(stream_id, None)
         if exchange is None:
             return
         exchange.connection = None
         self._stream_closed()
-        code = event.error_code
         if (
-            code == ErrorCodes.REFUSED_STREAM
+            code == _REFUSED_STREAM
             and not exchange.head_received
             and not exchange.retried
             and self.manager is not None
@@ -454,29 +491,37 @@ class H2ClientConnection(TwistedProtocol):
             exchange.retried = True
             self.manager.place(exchange)
             return
-        name = getattr(code, "name", str(code))
         exchange.sink.failed(
-            Failure(UpstreamProtocolError(f"the cluster reset the HTTP/2 stream ({name})")),
+            Failure(
+                UpstreamProtocolError(f"the cluster reset the HTTP/2 stream ({_code_name(code)})")
+            ),
             exchange.head_received,
         )
 
-    def _settings(self, event: RemoteSettingsChanged) -> None:
+    def _closed_stream(self, event: Any) -> None:
+        """A stream closed without its end or a reset from the cluster: libnghttp2 reset
+        it (a malformed answer, RFC 9113 §8.1.1)."""
+        exchange = self.exchanges.get(event.stream_id)
+        if exchange is None:
+            return
+        why = event.local_error or _code_name(event.error_code)
+        self._fail_stream(exchange, UpstreamProtocolError(f"invalid HTTP/2 answer: {why}"))
+
+    def _settings(self) -> None:
         self.settings_seen = True
         if self.manager is not None:
             self.manager.room_changed()
 
-    def _goaway(self, event: ConnectionTerminated) -> None:
-        """The cluster is closing the connection: no new streams; unprocessed ones go again."""
+    def _goaway(self, last_stream_id: int) -> None:
+        """The cluster is closing the connection: no new streams; unprocessed ones go again.
+
+        The streams up to ``last_stream_id`` are still answered (RFC 9113 §6.8;
+        Go's server announces a graceful shutdown with a GOAWAY first), and
+        libnghttp2 receives them; ``going_away`` keeps new ones off.
+        """
         self.going_away = True
-        # h2 treats a received GOAWAY as the end of the connection and refuses
-        # every later frame, but the server still finishes the streams up to
-        # ``last_stream_id`` (RFC 9113 §6.8; Go's server announces a graceful
-        # shutdown with a GOAWAY first).  Its state machine is put back to open
-        # so those streams are received; ``going_away`` keeps new ones off.
-        self.h2.state_machine.state = ConnectionState.CLIENT_OPEN
-        last = event.last_stream_id if event.last_stream_id is not None else 0
         manager = self.manager
-        for stream_id in [s for s in self.exchanges if s > last]:
+        for stream_id in [s for s in self.exchanges if s > last_stream_id]:
             exchange = self.exchanges.pop(stream_id)
             exchange.connection = None
             if manager is not None and not exchange.cancelled:
@@ -486,14 +531,29 @@ class H2ClientConnection(TwistedProtocol):
         if not self.exchanges:
             self._close()
 
+    def _connection_closed(self, event: Any) -> None:
+        """libnghttp2 ended the session: a protocol error it answered with GOAWAY (the
+        streams hear why), or the end of a connection both sides are done with."""
+        if event.error_code == 0 and not self.exchanges:
+            self._close()
+            return
+        self._flush()
+        what = _code_name(event.error_code)
+        detail = event.debug_data.decode("utf-8", "replace")
+        self._abort(
+            UpstreamProtocolError(
+                f"invalid HTTP/2 from the cluster: {what}" + (f" ({detail})" if detail else "")
+            )
+        )
+
     # -- endings ---------------------------------------------------------------------
 
     def _fail_stream(self, exchange: H2Exchange, error: Exception) -> None:
         self.exchanges.pop(exchange.stream_id, None)
         exchange.connection = None
         try:
-            self.h2.reset_stream(exchange.stream_id, ErrorCodes.PROTOCOL_ERROR)
-        except H2Error:
+            self.h2.reset_stream(exchange.stream_id, _PROTOCOL_ERROR)
+        except ngh2.NGH2Error:
             pass
         self._stream_closed()
         exchange.sink.failed(Failure(error), exchange.head_received)
@@ -568,8 +628,8 @@ class H2ClientConnection(TwistedProtocol):
         if manager is not None:
             manager.forget(self)
         try:
-            self.h2.close_connection()
-        except H2Error:
+            self.h2.send_goaway(0)
+        except ngh2.NGH2Error:
             pass
         self._flush()
         self.transport.loseConnection()
@@ -589,7 +649,10 @@ class H2ClientConnection(TwistedProtocol):
                 exchange.sink.failed(Failure(error), exchange.head_received)
 
     def _flush(self) -> None:
-        data = self.h2.data_to_send()
+        try:
+            data = self.h2.data_to_send()
+        except ngh2.NGH2Error:
+            return  # libnghttp2 failed the connection: nothing more can be framed
         if data:
             self.transport.write(data)
 
