@@ -538,13 +538,12 @@ class H2ClientConnection(TwistedProtocol):
             self._close()
             return
         self._flush()
-        what = _code_name(event.error_code)
         detail = event.debug_data.decode("utf-8", "replace")
-        self._abort(
-            UpstreamProtocolError(
-                f"invalid HTTP/2 from the cluster: {what}" + (f" ({detail})" if detail else "")
-            )
-        )
+        if event.error_code == 0:
+            why = "the cluster closed the HTTP/2 connection before the answer ended"
+        else:
+            why = f"invalid HTTP/2 from the cluster: {_code_name(event.error_code)}"
+        self._abort(UpstreamProtocolError(why + (f" ({detail})" if detail else "")))
 
     # -- endings ---------------------------------------------------------------------
 
