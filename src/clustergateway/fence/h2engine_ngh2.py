@@ -234,8 +234,6 @@ class Ngh2Connection(Protocol, TimeoutMixin):
     requestFactory: Any = None  # noqa: N815 - Twisted's name
     #: ``server.callers.ProxyEntry`` for proxied requests without a body (None: twisted.web).
     proxy_entry: Any = None
-    #: Set by the ALPN switch; Twisted's H2Connection has it too.
-    callLater: Any = None  # noqa: N815 - Twisted's name
 
     def __init__(self, reactor: Any, header_list_size: int) -> None:
         self._reactor = reactor
@@ -260,6 +258,11 @@ class Ngh2Connection(Protocol, TimeoutMixin):
         self._closed = False
         #: What was flooded, when the connection was cut for it.
         self.flooded: str | None = None
+
+    def callLater(self, period: float, func: Any) -> Any:  # noqa: N802 - Twisted's name
+        """TimeoutMixin's timer, on this connection's reactor (the ALPN switch may set
+        its own, as it does on Twisted's connection)."""
+        return self._reactor.callLater(period, func)
 
     # -- the transport's side ----------------------------------------------------
 

@@ -15,9 +15,7 @@ import ngh2
 import pytest
 from hyperframe.frame import DataFrame, GoAwayFrame
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.internet.testing import MemoryReactorClock
 
 from clustergateway.fence import h2engine_ngh2
 from clustergateway.fence.h2engine_ngh2 import (
@@ -29,32 +27,18 @@ from clustergateway.fence.h2engine_ngh2 import (
 )
 from clustergateway.server.site import GatewaySite
 from clustergateway.testing.clock import PassEndClock
-from tests.unit.fence.test_h2channel import parse_frames
+from tests.unit.fence.test_h2channel import Body as ChannelBody
+from tests.unit.fence.test_h2channel import H2Transport, parse_frames
 
 HEAD_LIMIT = 32768
 
 
-class H2Transport(StringTransport):
-    negotiatedProtocol = b"h2"  # noqa: N815 - Twisted's name
-
-
-class Body(Resource):
-    """``/body?n=N``: N bytes; ``/held``: kept for the test to answer."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[Any] = []
+class Body(ChannelBody):
+    """The h2channel tests' resource (``/body``, ``/chunks``, ``/held``), plus uploads:
+    ``POST`` answers the length of the body it read."""
 
     def render_POST(self, request: Any) -> bytes:  # noqa: N802 - Twisted's name
         return b"%d" % len(request.content.read())
-
-    def render_GET(self, request: Any) -> Any:  # noqa: N802 - Twisted's name
-        if request.path == b"/body":
-            return b"b" * int(request.args[b"n"][0])
-        self.held.append(request)
-        return NOT_DONE_YET
 
 
 @attrs.define
@@ -467,3 +451,17 @@ def test_a_request_body_larger_than_the_window_arrives_whole(conn: Conn) -> None
         if any(d.end_stream for d in data):
             break
     assert body == b"%d" % (2 << 20)
+
+
+def test_the_idle_timer_runs_on_the_connections_own_reactor() -> None:
+    """Built without the ALPN switch (which sets its own ``callLater``), the idle
+    timeout still arms on the reactor the connection was given and closes it."""
+    clock = MemoryReactorClock()
+    server = Ngh2Connection(clock, HEAD_LIMIT)
+    server.timeOut = 60
+    transport = H2Transport()
+    server.makeConnection(transport)
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
